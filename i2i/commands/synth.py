@@ -1,0 +1,10 @@
+"""`i2i synth` (lands with issue 2)."""
+
+from __future__ import annotations
+
+from i2i.commands._util import not_yet
+
+
+def command() -> None:
+    """Not implemented yet (issue 2)."""
+    not_yet("synth", 2)

@@ -1,0 +1,124 @@
+"""Data contracts shared by every stage (see DESIGN.md, "Data contracts").
+
+- logs: `user_id`, `note_id`, `ts` (+ optional `event`), Parquet or CSV.
+- notes: Parquet; `note_id` (str), `title`, `content`, optional `tags` (list[str]),
+  `image` (path relative to an image root, or absolute).
+- pairs: Parquet per split; `query_id`, `target_id`, `score`, `rank`.
+
+A `Note` is a plain dict with the keys `note_id`, `title`, `content`, `tags` (list of
+str, content `#tag#` hashtags merged in) and `image` (str or None). Stages pass notes as
+lists of these dicts, or as Polars frames with the same columns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import polars as pl
+
+from i2i.errors import UserError
+
+LOG_COLUMNS = ("user_id", "note_id", "ts")
+NOTE_REQUIRED_COLUMNS = ("note_id", "title", "content")
+NOTE_OPTIONAL_COLUMNS = ("tags", "image")
+PAIR_COLUMNS = ("query_id", "target_id", "score", "rank")
+SPLITS = ("train", "val", "test")
+
+Note = dict[str, Any]
+
+_HASHTAG = re.compile(r"#([^#\s][^#]{0,63}?)#")
+
+
+def extract_hashtags(content: str) -> list[str]:
+    """Return the `#tag#` hashtags found in `content`, in order, without the hashes."""
+    return [m.strip() for m in _HASHTAG.findall(content or "") if m.strip()]
+
+
+def merge_tags(tags: Sequence[str] | None, content: str) -> list[str]:
+    """Explicit tags first, then content hashtags; duplicates dropped, order kept."""
+    out: list[str] = []
+    for tag in [*(tags or []), *extract_hashtags(content)]:
+        if tag and tag not in out:
+            out.append(tag)
+    return out
+
+
+def read_notes(path: str | Path) -> pl.DataFrame:
+    """Read and validate a notes Parquet file.
+
+    Returns a frame with exactly `note_id, title, content, tags, image` (`tags` a list of
+    strings with content hashtags merged in, `image` nullable). Raises `UserError` for a
+    missing file or column, null or duplicate note ids.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"notes file not found: {path} (expected a Parquet file of notes)")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:
+        raise UserError(f"cannot read notes file {path}: {exc}") from None
+    missing = [c for c in NOTE_REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(
+            f"notes file {path} lacks column(s) {', '.join(missing)}; "
+            f"found {', '.join(df.columns) or 'none'}; expected {', '.join(NOTE_REQUIRED_COLUMNS)}"
+            " (+ optional tags, image)"
+        )
+    df = df.with_columns(pl.col("note_id").cast(pl.Utf8))
+    nulls = df["note_id"].null_count()
+    if nulls:
+        raise UserError(f"notes file {path} has {nulls} row(s) with a null note_id; fill or drop them")
+    dup = df["note_id"].is_duplicated()
+    if dup.any():
+        examples = df.filter(dup)["note_id"].unique().head(3).to_list()
+        raise UserError(
+            f"notes file {path} has {int(dup.sum())} rows with duplicate note_id "
+            f"(e.g. {', '.join(examples)}); note ids must be unique"
+        )
+    if "tags" not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.List(pl.Utf8)).alias("tags"))
+    if "image" not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.Utf8).alias("image"))
+    df = df.with_columns(
+        pl.col("title").cast(pl.Utf8).fill_null(""),
+        pl.col("content").cast(pl.Utf8).fill_null(""),
+        pl.col("image").cast(pl.Utf8),
+    )
+    merged = [merge_tags(t, c) for t, c in zip(df["tags"].to_list(), df["content"].to_list(), strict=True)]
+    df = df.with_columns(pl.Series("tags", merged, dtype=pl.List(pl.Utf8)))
+    return df.select("note_id", "title", "content", "tags", "image")
+
+
+def notes_to_dicts(df: pl.DataFrame) -> list[Note]:
+    """Frame from `read_notes` -> list of `Note` dicts."""
+    return df.select("note_id", "title", "content", "tags", "image").to_dicts()
+
+
+def resolve_image(image: str | None, image_root: str | Path | None) -> Path | None:
+    """An image path from the notes table, resolved against the image root."""
+    if not image:
+        return None
+    p = Path(image)
+    if p.is_absolute() or image_root is None:
+        return p
+    return Path(image_root) / p
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the indexer and evaluator need from a model.
+
+    `model_id` identifies the checkpoint (a collection refuses vectors of another one);
+    `embed` returns L2-normalised float32 vectors of shape (len(notes), dim), in order.
+    """
+
+    model_id: str
+    dim: int
+
+    def embed(
+        self, notes: Sequence[Note], image_root: str | Path | None = None, batch_size: int = 32
+    ) -> np.ndarray: ...
