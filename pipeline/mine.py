@@ -1,0 +1,439 @@
+"""Mine related-note pairs from view logs (co-views within a time window).
+
+Semantics (each pinned by a test):
+
+- A user co-views (A, B) when they viewed A at t_a and B at t_b with
+  0 <= t_b - t_a <= window and A != B. Direction matters; equal timestamps count both
+  ways; the window edge counts. A user counts at most once per ordered pair.
+- Weighting: "users" scores a pair by the number of users who co-viewed it;
+  "inverse-activity" (the NoteLLM recipe) lets each user add 1 / N_u, N_u being the
+  number of distinct notes that user viewed (after filters and the per-user cap).
+- `max_events_per_user` keeps each user's most recent N events (0 = no cap): one bot
+  with 100k views would otherwise produce 10^10 candidate pairs.
+- Pairs outside [min_score, max_score] are dropped, then pairs whose notes fall in
+  different splits (see `pipeline.splits`), then each query keeps its `top_k` targets
+  ordered by (score desc, target id asc); `rank` starts at 1.
+
+How: Polars (streaming engine) reads, filters and dictionary-encodes the logs into
+compact integer events sorted by (user, time). For each event, the partners in its
+window form one contiguous run of that user's sorted events, found with one
+`searchsorted`; runs are expanded in bounded chunks of users (memory stays bounded by
+the chunk, not by the quadratic candidate count), deduplicated per user and summed per
+pair. Inverse-activity weights are summed in fixed point, so scores are exact and
+identical whatever the chunking or thread schedule, then rounded to 9 decimals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from i2i.contracts import SPLITS
+from i2i.errors import UserError
+from i2i.io import atomic_path
+from pipeline.logs import find_log_files, format_duration, parse_duration, scan_logs
+from pipeline.splits import assign_splits, parse_split
+
+WEIGHTINGS = ("users", "inverse-activity")
+DEFAULT_MAX_EVENTS_PER_USER = 1000
+DEFAULT_CHUNK_ROWS = 8_000_000  # candidate (user, query, target) rows expanded at once
+_FIXED = 2.0**40  # fixed-point scale for summing 1 / N_u exactly
+SCORE_DECIMALS = 9
+
+# progress(stage, done, total): total None for a stage without a known length.
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass
+class MineResult:
+    """Per-split pair frames (`query_id, target_id, score, rank`) and the run summary."""
+
+    pairs: dict[str, pl.DataFrame]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _noop(stage: str, done: int, total: int | None) -> None:
+    return None
+
+
+def mine_pairs(
+    logs: str | Path,
+    *,
+    user_col: str = "user_id",
+    note_col: str = "note_id",
+    ts_col: str = "ts",
+    ts_unit: str = "s",
+    event_col: str | None = None,
+    events: Sequence[str] | None = None,
+    window: str = "7d",
+    weighting: str = "inverse-activity",
+    min_score: float | None = None,
+    max_score: float | None = None,
+    top_k: int = 10,
+    max_events_per_user: int = DEFAULT_MAX_EVENTS_PER_USER,
+    split: str | Sequence[float] = (0.9, 0.05, 0.05),
+    seed: int = 0,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: Progress | None = None,
+) -> MineResult:
+    """Mine co-view pairs from the logs at `logs`; see the module docstring for semantics."""
+    t0 = time.perf_counter()
+    report = progress or _noop
+    window_us = parse_duration(window)
+    shares = parse_split(split)
+    _check_options(weighting, min_score, max_score, top_k, max_events_per_user, events, event_col)
+
+    files = find_log_files(logs)
+    lf = scan_logs(
+        files, user_col=user_col, note_col=note_col, ts_col=ts_col, ts_unit=ts_unit, event_col=event_col
+    )
+    report("reading logs", 0, None)
+    ev, counts = _load_events(lf, events if event_col else None)
+    report("reading logs", 1, 1)
+
+    ev, capped_users, capped_events = _cap(ev, max_events_per_user)
+    counts["events_dropped_by_cap"] = capped_events
+    counts["users_capped"] = capped_users
+
+    users = ev["u"].to_numpy()
+    notes = ev["n"].to_numpy()
+    ts = ev["t"].to_numpy()
+    note_ids: list[str] = counts.pop("_note_ids")
+    weight = _user_weights(users, notes, weighting)
+    agg, user_pairs = _co_views(users, notes, ts, weight, window_us, chunk_rows, report)
+    counts["user_pairs"] = user_pairs
+    counts["distinct_pairs"] = agg.height
+
+    pairs, drop = _select(agg, note_ids, weighting, min_score, max_score, shares, seed, top_k)
+    counts.update(drop)
+    per_split = {name: pairs.filter(pl.col("split") == i).drop("split") for i, name in enumerate(SPLITS)}
+    summary = {
+        "inputs": {"logs": str(logs), "files": [str(f) for f in files]},
+        "parameters": {
+            "user_col": user_col,
+            "note_col": note_col,
+            "ts_col": ts_col,
+            "ts_unit": ts_unit,
+            "event_col": event_col,
+            "events": list(events) if events and event_col else None,
+            "window": format_duration(window_us),
+            "window_us": window_us,
+            "weighting": weighting,
+            "min_score": min_score,
+            "max_score": max_score,
+            "top_k": top_k,
+            "max_events_per_user": max_events_per_user,
+            "split": list(shares),
+            "seed": seed,
+        },
+        "counts": counts,
+        "splits": {
+            name: {"pairs": df.height, "queries": df["query_id"].n_unique()} for name, df in per_split.items()
+        },
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return MineResult(pairs=per_split, summary=summary)
+
+
+def write_pairs(result: MineResult, out: str | Path) -> Path:
+    """Write `{train,val,test}.parquet` and `summary.json` into `out`, atomically.
+
+    The whole directory is built aside and swapped in, so a crash leaves the previous
+    output intact, never a mix of old and new files.
+    """
+    import json
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory; choose another path")
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for name, df in result.pairs.items():
+            df.write_parquet(tmp / f"{name}.parquet")
+        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+    return out
+
+
+# --- steps ---------------------------------------------------------------------------
+
+
+def _check_options(
+    weighting: str,
+    min_score: float | None,
+    max_score: float | None,
+    top_k: int,
+    cap: int,
+    events: Sequence[str] | None,
+    event_col: str | None,
+) -> None:
+    if weighting not in WEIGHTINGS:
+        raise UserError(f"--weighting {weighting!r} is not known; expected one of {', '.join(WEIGHTINGS)}")
+    if top_k < 1:
+        raise UserError(f"--top-k {top_k} must be at least 1")
+    if cap < 0:
+        raise UserError(f"--max-events-per-user {cap} must be >= 0 (0 means no cap)")
+    if min_score is not None and max_score is not None and min_score > max_score:
+        raise UserError(f"--min-score {min_score} is above --max-score {max_score}; swap or drop one")
+    if events and not event_col:
+        raise UserError("--events needs --event-col, the column holding the event type (e.g. event)")
+
+
+def _load_events(lf: pl.LazyFrame, events: Sequence[str] | None) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Filter, drop nulls (counted), dictionary-encode and sort the events.
+
+    Returns `u` (UInt32, users in sorted order), `n` (UInt32, index into the sorted note
+    ids), `t` (Int64 us), unique and sorted by (u, t, n); plus the counts.
+    """
+    stats = [pl.len().alias("rows_read")]
+    if events:
+        lf_kept = lf.filter(pl.col("event").is_in(list(events)))
+        stats.append(pl.col("event").is_in(list(events)).not_().sum().alias("dropped_event_filter"))
+    else:
+        lf_kept = lf
+    keep = pl.col("event").is_in(list(events)) if events else pl.lit(True)
+    stats += [
+        (keep & pl.col("user").is_null()).sum().alias("dropped_null_user"),
+        (keep & pl.col("user").is_not_null() & pl.col("note").is_null()).sum().alias("dropped_null_note"),
+        (keep & pl.col("user").is_not_null() & pl.col("note").is_not_null() & pl.col("t").is_null())
+        .sum()
+        .alias("dropped_null_ts"),
+    ]
+    clean = lf_kept.drop_nulls(["user", "note", "t"]).select("user", "note", "t")
+    note_dict = clean.select("note").unique().sort("note").with_row_index("n")
+    user_dict = clean.select("user").unique().sort("user").with_row_index("u")
+    try:
+        stat_df, notes_df, users_df = pl.collect_all(
+            [lf.select(stats), note_dict, user_dict], engine="streaming"
+        )
+        encoded = (
+            clean.join(notes_df.lazy(), on="note")
+            .join(users_df.lazy(), on="user")
+            .select("u", "n", "t")
+            .unique()
+            .sort("u", "t", "n")
+            .collect(engine="streaming")
+        )
+    except pl.exceptions.PolarsError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"cannot read the logs: {first}") from None
+    counts: dict[str, Any] = {k: int(v) for k, v in stat_df.row(0, named=True).items()}
+    counts.setdefault("dropped_event_filter", 0)
+    kept_rows = counts["rows_read"] - counts["dropped_event_filter"]
+    kept_rows -= counts["dropped_null_user"] + counts["dropped_null_note"] + counts["dropped_null_ts"]
+    counts["duplicate_events"] = kept_rows - encoded.height
+    counts["events"] = encoded.height
+    counts["users"] = users_df.height
+    counts["notes"] = notes_df.height
+    counts["_note_ids"] = notes_df["note"].to_list()
+    if encoded.height == 0:
+        raise UserError(
+            f"no usable events: {counts['rows_read']} row(s) read, all dropped by the event filter or "
+            "for null ids/timestamps; check --events and the column options"
+        )
+    return encoded, counts
+
+
+def _cap(ev: pl.DataFrame, cap: int) -> tuple[pl.DataFrame, int, int]:
+    """Keep each user's `cap` most recent events (ties at the cut: higher note index kept)."""
+    if cap <= 0:
+        return ev, 0, 0
+    u = ev["u"].to_numpy()
+    starts, lengths = _runs(u)
+    over = lengths > cap
+    if not over.any():
+        return ev, 0, 0
+    ends = starts + lengths
+    pos_from_end = np.repeat(ends, lengths) - np.arange(len(u)) - 1
+    kept = ev.filter(pl.Series(pos_from_end < cap))
+    return kept, int(over.sum()), ev.height - kept.height
+
+
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start index and length of each run of equal values in a sorted array."""
+    if len(sorted_keys) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    change = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    starts = np.r_[0, change]
+    lengths = np.diff(np.r_[starts, len(sorted_keys)])
+    return starts.astype(np.int64), lengths.astype(np.int64)
+
+
+def _user_weights(users: np.ndarray, notes: np.ndarray, weighting: str) -> np.ndarray:
+    """Per-user fixed-point weight: 1 ("users") or 1 / N_u ("inverse-activity")."""
+    n_users = int(users.max()) + 1
+    if weighting == "users":
+        return np.ones(n_users, np.int64)
+    distinct = pl.DataFrame({"u": users, "n": notes}).unique().group_by("u").len()
+    per_user = np.zeros(n_users, np.int64)
+    per_user[distinct["u"].to_numpy()] = distinct["len"].to_numpy()
+    with np.errstate(divide="ignore"):
+        return np.where(per_user > 0, np.round(_FIXED / np.maximum(per_user, 1)), 0).astype(np.int64)
+
+
+def _co_views(
+    users: np.ndarray,
+    notes: np.ndarray,
+    ts: np.ndarray,
+    weight: np.ndarray,
+    window_us: int,
+    chunk_rows: int,
+    report: Progress,
+) -> tuple[pl.DataFrame, int]:
+    """Every (query, target) with its user count and fixed-point weight sum.
+
+    Events are sorted by (user, t, note). For event i the partners j satisfy
+    t_i <= t_j <= t_i + window within the same user: the contiguous run
+    [first index with (u_i, t_i), last index with t <= t_i + window].
+    """
+    n = len(users)
+    idx = np.arange(n, dtype=np.int64)
+    # j_lo: first event of the same user with the same timestamp (equal times count both ways).
+    new_time = np.r_[True, (users[1:] != users[:-1]) | (ts[1:] != ts[:-1])]
+    j_lo = np.maximum.accumulate(np.where(new_time, idx, 0))
+    j_hi = _window_ends(users, ts, window_us)  # exclusive
+    cand = j_hi - j_lo  # includes the event itself; self and same-note partners are removed later
+    starts, _ = _runs(users)
+    per_user = np.add.reduceat(cand, starts) if n else np.zeros(0, np.int64)
+
+    # Chunks of whole users with about chunk_rows candidate rows each.
+    bounds = [0]
+    acc = 0
+    for k, c in enumerate(per_user.tolist()):
+        if acc and acc + c > chunk_rows:
+            bounds.append(int(starts[k]))
+            acc = 0
+        acc += c
+    bounds.append(n)
+
+    partials: list[pl.DataFrame] = []
+    user_pairs = 0
+    n_notes = int(notes.max()) + 1
+    for c, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        report("co-viewing", c, len(bounds) - 1)
+        part, count = _chunk_pairs(users[lo:hi], notes[lo:hi], j_lo[lo:hi] - lo, cand[lo:hi], weight, n_notes)
+        partials.append(part)
+        user_pairs += count
+    report("co-viewing", len(bounds) - 1, len(bounds) - 1)
+    agg = pl.concat(partials) if len(partials) > 1 else partials[0]
+    if len(partials) > 1:
+        agg = agg.group_by("pair").agg(pl.col("users").sum(), pl.col("w").sum())
+    agg = agg.select(
+        (pl.col("pair") // n_notes).cast(pl.UInt32).alias("q"),
+        (pl.col("pair") % n_notes).cast(pl.UInt32).alias("t"),
+        "users",
+        "w",
+    )
+    return agg, user_pairs
+
+
+def _window_ends(users: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
+    """Exclusive end of each event's window: first index past (u_i, t_i + window).
+
+    One searchsorted over a composite key user * stride + (t - t_min); users are cut into
+    blocks small enough that the key cannot overflow int64.
+    """
+    n = len(users)
+    out = np.empty(n, np.int64)
+    if n == 0:
+        return out
+    t_min, t_max = int(ts.min()), int(ts.max())
+    stride = t_max - t_min + window_us + 1
+    block_users = max(1, (2**62) // stride)
+    u0 = 0
+    n_users = int(users[-1]) + 1
+    while u0 < n_users:
+        u1 = min(n_users, u0 + block_users)
+        lo = int(np.searchsorted(users, u0, side="left"))
+        hi = int(np.searchsorted(users, u1, side="left"))
+        key = (users[lo:hi].astype(np.int64) - u0) * stride + (ts[lo:hi] - t_min)
+        out[lo:hi] = np.searchsorted(key, key + window_us, side="right") + lo
+        u0 = u1
+    return out
+
+
+def _chunk_pairs(
+    users: np.ndarray,
+    notes: np.ndarray,
+    j_lo: np.ndarray,
+    cand: np.ndarray,
+    weight: np.ndarray,
+    n_notes: int,
+) -> tuple[pl.DataFrame, int]:
+    """Expand one chunk's windows into (user, pair) rows, dedup per user, sum per pair."""
+    total = int(cand.sum())
+    q_idx = np.repeat(np.arange(len(users), dtype=np.int64), cand)
+    # Offset of each row within its event's run: 0, 1, ..., cand_i - 1.
+    run_start = np.repeat(np.cumsum(cand) - cand, cand)
+    t_idx = np.repeat(j_lo, cand) + (np.arange(total, dtype=np.int64) - run_start)
+    q = notes[q_idx]
+    t = notes[t_idx]
+    keep = q != t
+    pair = q[keep].astype(np.uint64) * np.uint64(n_notes) + t[keep].astype(np.uint64)
+    u = users[q_idx[keep]]
+    del q_idx, t_idx, run_start, q, t, keep
+    rows = pl.DataFrame({"u": u, "pair": pair}).unique()
+    agg = (
+        rows.with_columns(w=weight[rows["u"].to_numpy()])
+        .group_by("pair")
+        .agg(pl.len().cast(pl.Int64).alias("users"), pl.col("w").sum())
+    )
+    return agg, rows.height
+
+
+def _select(
+    agg: pl.DataFrame,
+    note_ids: list[str],
+    weighting: str,
+    min_score: float | None,
+    max_score: float | None,
+    shares: tuple[float, float, float],
+    seed: int,
+    top_k: int,
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Score, threshold, split-filter and top-k the aggregated pairs."""
+    if weighting == "users":
+        score = pl.col("users").cast(pl.Float64)
+    else:
+        score = (pl.col("w").cast(pl.Float64) / _FIXED).round(SCORE_DECIMALS)
+    df = agg.select("q", "t", score.alias("score"))
+    drop: dict[str, int] = {}
+    n0 = df.height
+    if min_score is not None:
+        df = df.filter(pl.col("score") >= min_score)
+    drop["dropped_min_score"] = n0 - df.height
+    n1 = df.height
+    if max_score is not None:
+        df = df.filter(pl.col("score") <= max_score)
+    drop["dropped_max_score"] = n1 - df.height
+
+    split = assign_splits(note_ids, shares, seed)
+    df = df.with_columns(split=split[df["q"].to_numpy()], _ts=split[df["t"].to_numpy()])
+    n2 = df.height
+    df = df.filter(pl.col("split") == pl.col("_ts")).drop("_ts")
+    drop["dropped_cross_split"] = n2 - df.height
+
+    df = df.sort(["q", "score", "t"], descending=[False, True, False])
+    q = df["q"].to_numpy()
+    starts, lengths = _runs(q)
+    rank = np.arange(len(q)) - np.repeat(starts, lengths) + 1
+    n3 = df.height
+    ids = pl.Series("id", note_ids, dtype=pl.Utf8)
+    df = df.with_columns(pl.Series("rank", rank, dtype=pl.Int32)).filter(pl.col("rank") <= top_k)
+    df = df.select(
+        ids.gather(df["q"]).alias("query_id"),
+        ids.gather(df["t"]).alias("target_id"),
+        "score",
+        "rank",
+        "split",
+    )
+    drop["dropped_top_k"] = n3 - df.height
+    return df, drop
