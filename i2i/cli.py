@@ -7,7 +7,10 @@ with code 2 (no traceback).
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,8 +26,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-app.command("synth")(synth.command)
-app.command("mine-pairs")(mine_pairs.command)
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a `UserError` into one red line and exit code 2, also under `CliRunner`.
+
+    (`CliRunner` invokes `app` directly, bypassing `main`.)
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+app.command("synth")(_user_errors(synth.command))
+app.command("mine-pairs")(_user_errors(mine_pairs.command))
 app.command("train")(train.command)
 app.add_typer(models.app, name="models")
 app.command("index")(index.command)
@@ -36,7 +57,10 @@ app.command("demo")(demo.command)
 def main() -> None:
     """Console-script entry point: run the app, turning `UserError` into exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns (not raises) the code of a `typer.Exit`.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)
     except UserError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

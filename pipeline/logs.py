@@ -49,7 +49,7 @@ def format_duration(us: int) -> str:
     if us == 0:
         return "0s"
     out = []
-    for unit in ("w", "d", "h", "m", "s", "ms", "us"):
+    for unit in ("d", "h", "m", "s", "ms", "us"):
         size = _DURATION_UNITS[unit]
         if us >= size:
             out.append(f"{us // size}{unit}")

@@ -1,10 +1,126 @@
-"""`i2i mine-pairs` (lands with issue 2)."""
+"""`i2i mine-pairs LOGS --out DIR`: co-viewed note pairs, split by note into train/val/test."""
 
 from __future__ import annotations
 
-from i2i.commands._util import not_yet
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.mine import DEFAULT_MAX_EVENTS_PER_USER, WEIGHTINGS, MineResult, mine_pairs, write_pairs
 
 
-def command() -> None:
-    """Not implemented yet (issue 2)."""
-    not_yet("mine-pairs", 2)
+def command(
+    logs: Annotated[str, typer.Argument(help="A directory, file or glob of Parquet/CSV view logs.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output directory ({train,val,test}.parquet, summary.json).")
+    ],
+    window: Annotated[
+        str, typer.Option(help="Co-view window after the first view: 7d, 36h, 90m, 1d12h...")
+    ] = "7d",
+    weighting: Annotated[
+        str,
+        typer.Option(
+            help=f"Pair score: {' | '.join(WEIGHTINGS)} (each user adds 1/N_u distinct notes viewed)."
+        ),
+    ] = "inverse-activity",
+    min_score: Annotated[float | None, typer.Option(help="Drop pairs scoring below this.")] = None,
+    max_score: Annotated[
+        float | None, typer.Option(help="Drop pairs scoring above this (suspiciously popular).")
+    ] = None,
+    top_k: Annotated[
+        int, typer.Option(help="Targets kept per query note, by (score desc, target id asc).")
+    ] = 10,
+    max_events_per_user: Annotated[
+        int, typer.Option(help="Keep each user's most recent N events (bounds bots' N^2 pairs); 0 = no cap.")
+    ] = DEFAULT_MAX_EVENTS_PER_USER,
+    split: Annotated[
+        str, typer.Option(help="train,val,test shares of notes (split by note, seeded hash).")
+    ] = ("0.9,0.05,0.05"),
+    seed: Annotated[int, typer.Option(help="Seed of the note split hash.")] = 0,
+    user_col: Annotated[str, typer.Option(help="User id column.")] = "user_id",
+    note_col: Annotated[str, typer.Option(help="Note id column.")] = "note_id",
+    ts_col: Annotated[str, typer.Option(help="Timestamp column (timestamp or integer epoch).")] = "ts",
+    ts_unit: Annotated[str, typer.Option(help="Unit of an integer epoch: s | ms.")] = "s",
+    event_col: Annotated[str | None, typer.Option(help="Event type column, for --events.")] = None,
+    events: Annotated[
+        str | None, typer.Option(help="Comma-separated event types to keep, e.g. view,click.")
+    ] = None,
+) -> None:
+    """Mine related-note pairs: notes one user viewed within --window of each other.
+
+    Pairs are directed (query viewed first, or at the same time), scored over users,
+    filtered, split by note so evaluation notes never appear in training, and written
+    atomically.
+    """
+    console = Console(stderr=True)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = mine_pairs(
+            logs,
+            user_col=user_col,
+            note_col=note_col,
+            ts_col=ts_col,
+            ts_unit=ts_unit,
+            event_col=event_col,
+            events=[e.strip() for e in events.split(",") if e.strip()] if events else None,
+            window=window,
+            weighting=weighting,
+            min_score=min_score,
+            max_score=max_score,
+            top_k=top_k,
+            max_events_per_user=max_events_per_user,
+            split=split,
+            seed=seed,
+            progress=progress,
+        )
+        progress("writing", 0, 1)
+        write_pairs(result, out)
+        progress("writing", 1, 1)
+    Console().print(summary_table(result, out))
+
+
+def summary_table(result: MineResult, out: Path) -> Table:
+    """The counts a user checks after a run: what was read, dropped and written."""
+    c = result.summary["counts"]
+    p = result.summary["parameters"]
+    table = Table(title=f"i2i mine-pairs → {out}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("rows read", f"{c['rows_read']:,}")
+    for key in ("dropped_event_filter", "dropped_null_user", "dropped_null_note", "dropped_null_ts"):
+        if c[key]:
+            table.add_row(f"  {key.replace('_', ' ')}", f"-{c[key]:,}")
+    table.add_row("  duplicate events merged", f"-{c['duplicate_events']:,}")
+    table.add_row(
+        "  capped users (events dropped)",
+        f"{c['users_capped']:,} (-{c['events_dropped_by_cap']:,})"
+        + (f" at {p['max_events_per_user']:,}" if p["max_events_per_user"] else " (no cap)"),
+    )
+    table.add_row("events used", f"{c['events']:,}")
+    table.add_row("users · notes", f"{c['users']:,} · {c['notes']:,}")
+    table.add_row(f"co-views within {p['window']} (user, pair)", f"{c['user_pairs']:,}")
+    table.add_row(f"distinct pairs ({p['weighting']})", f"{c['distinct_pairs']:,}")
+    for key in ("dropped_min_score", "dropped_max_score", "dropped_cross_split", "dropped_top_k"):
+        table.add_row(f"  {key.replace('_', ' ')}", f"-{c[key]:,}")
+    for name, s in result.summary["splits"].items():
+        table.add_row(f"{name} pairs (queries)", f"{s['pairs']:,} ({s['queries']:,})")
+    table.add_row("seconds", f"{result.summary['seconds']:.2f}")
+    return table
