@@ -1,0 +1,210 @@
+"""Index and `related` query performance: Qdrant Edge (HNSW) against exact brute force.
+
+For each size (default 100k x 64, 1M x 64, 100k x 1024) on clustered unit vectors
+(a Gaussian mixture around a few thousand random centres; uniform random vectors have
+no neighbourhoods and say nothing about HNSW recall):
+
+- upsert throughput into an `EdgeStore` (the store `i2i index` writes) and the time
+  `optimize()` takes to build the HNSW index;
+- `related` latency p50 / p99 and sequential throughput, through `retriever.related`
+  (retrieve the note's vector by id, query with the note excluded), exactly as the CLI;
+- the same queries answered by exact brute force (one matmul + top-k over all points,
+  numpy and torch), latency p50 / p99 and throughput, in the same process;
+- ANN recall@10 against the exact answer.
+
+    .venv/bin/python benchmarks/index_query.py                 # all three sizes
+    .venv/bin/python benchmarks/index_query.py --sizes 100k:64 --queries 300
+
+Results print as a table (with ratios, brute force / Edge) and go to
+`bench_out/index_query/results.json`. The target: at 1M x 64, `related` p99 at least
+10x faster than brute force with recall@10 >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from indexer.edge import EdgeStore
+from indexer.store import CollectionMeta, HnswParams, point_id
+from retriever.related import related
+
+console = Console(width=170)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    n, d = text.lower().split(":")
+    mult = {"k": 1_000, "m": 1_000_000}.get(n[-1], 1)
+    return int(float(n.rstrip("km")) * mult), int(d)
+
+
+def clustered(n: int, d: int, centres: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around `centres` random unit centres; noise norm ~0.6 (cos ~0.85 in-cluster)."""
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    out = np.empty((n, d), np.float32)
+    step = 100_000
+    for s in range(0, n, step):
+        m = min(step, n - s)
+        x = c[rng.integers(0, centres, m)] + rng.standard_normal((m, d)).astype(np.float32) * (
+            0.6 / np.sqrt(d)
+        )
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) * 1e3  # ms
+
+
+def run_size(n: int, d: int, queries: int, out: Path, hnsw: HnswParams, batch: int) -> dict[str, float]:
+    label = f"{n // 1000}k x {d}" if n < 1_000_000 else f"{n // 1_000_000}M x {d}"
+    console.rule(label)
+    x = clustered(n, d, centres=max(100, n // 500))
+    note_ids = [f"n{i}" for i in range(n)]
+    ids = [point_id(t) for t in note_ids]
+    path = out / f"edge_{n}_{d}"
+    shutil.rmtree(path, ignore_errors=True)
+    store = EdgeStore(path, hnsw=hnsw)
+    store.create(CollectionMeta(model_id="bench", dim=d))
+
+    t0 = time.perf_counter()
+    for s in range(0, n, batch):
+        payloads = [{"note_id": t, "title": t} for t in note_ids[s : s + batch]]
+        store.upsert(ids[s : s + batch], x[s : s + batch], payloads)
+    store.flush()
+    upsert_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    store.optimize()
+    optimize_s = time.perf_counter() - t0
+    console.print(
+        f"upsert {n / upsert_s:,.0f} pts/s ({upsert_s:.1f} s); optimize {optimize_s:.1f} s; "
+        f"indexed {store.indexed_vectors():,}"
+    )
+
+    rng = np.random.default_rng(1)
+    qidx = rng.choice(n, size=queries, replace=False)
+    for i in qidx[:20]:  # warm caches
+        related(store, note_ids[i], 10)
+
+    ann_lat, ann_ids = [], []
+    for i in qidx:
+        t = time.perf_counter()
+        res = related(store, note_ids[i], 10)
+        ann_lat.append(time.perf_counter() - t)
+        ann_ids.append({r.note_id for r in res})
+
+    # Exact brute force over every point, one query at a time (what `related` would do
+    # without an index): matmul + top-k, excluding the note itself.
+    def exact_np(i: int) -> np.ndarray:
+        s = x @ x[i]
+        s[i] = -np.inf
+        top = np.argpartition(-s, 10)[:10]
+        return top[np.argsort(-s[top])]
+
+    xt = torch.from_numpy(x)
+
+    def exact_torch(i: int) -> np.ndarray:
+        s = xt @ xt[i]
+        s[i] = -float("inf")
+        return s.topk(10).indices.numpy()
+
+    res_np, np_lat = [], []
+    for i in qidx:
+        t = time.perf_counter()
+        res_np.append(exact_np(int(i)))
+        np_lat.append(time.perf_counter() - t)
+    torch_lat = []
+    for i in qidx:
+        t = time.perf_counter()
+        exact_torch(int(i))
+        torch_lat.append(time.perf_counter() - t)
+    # Batched brute force (all queries in one go) is the best exact throughput can do.
+    t = time.perf_counter()
+    for s in range(0, len(qidx), 256):
+        q = xt[torch.as_tensor(qidx[s : s + 256])]
+        (q @ xt.T).topk(11, dim=1)
+    torch_batch_qps = len(qidx) / (time.perf_counter() - t)
+
+    recall = float(
+        np.mean([len(a & {note_ids[j] for j in e}) / 10 for a, e in zip(ann_ids, res_np, strict=True)])
+    )
+    store.close()
+    shutil.rmtree(path, ignore_errors=True)
+    row = {
+        "n": n,
+        "dim": d,
+        "upsert_pts_per_s": n / upsert_s,
+        "optimize_s": optimize_s,
+        "edge_p50_ms": pct(ann_lat, 50),
+        "edge_p99_ms": pct(ann_lat, 99),
+        "edge_qps": len(ann_lat) / sum(ann_lat),
+        "numpy_p50_ms": pct(np_lat, 50),
+        "numpy_p99_ms": pct(np_lat, 99),
+        "numpy_qps": len(np_lat) / sum(np_lat),
+        "torch_p50_ms": pct(torch_lat, 50),
+        "torch_p99_ms": pct(torch_lat, 99),
+        "torch_qps": len(torch_lat) / sum(torch_lat),
+        "torch_batched_qps": torch_batch_qps,
+        "recall@10": recall,
+        "p99_speedup_vs_best_exact": min(pct(np_lat, 99), pct(torch_lat, 99)) / pct(ann_lat, 99),
+    }
+    console.print(row)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="100k:64,1m:64,100k:1024", help="comma list of N:DIM (k/m suffixes)")
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--m", type=int, default=HnswParams.m)
+    ap.add_argument("--ef-construct", type=int, default=HnswParams.ef_construct)
+    ap.add_argument("--ef", type=int, default=HnswParams.ef)
+    ap.add_argument("--batch", type=int, default=4096, help="points per upsert")
+    ap.add_argument("--out", type=Path, default=Path("bench_out/index_query"))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    hnsw = HnswParams(m=args.m, ef_construct=args.ef_construct, ef=args.ef)
+    console.print(f"torch threads {torch.get_num_threads()}; HNSW {hnsw}")
+    rows = [
+        run_size(n, d, args.queries, args.out, hnsw, args.batch)
+        for n, d in map(parse_size, args.sizes.split(","))
+    ]
+    (args.out / "results.json").write_text(json.dumps({"hnsw": hnsw.__dict__, "rows": rows}, indent=2))
+
+    table = Table(title="related: Qdrant Edge HNSW vs exact brute force (same queries, same process)")
+    for col in (
+        "size", "upsert pts/s", "optimize s", "Edge p50/p99 ms", "Edge QPS", "numpy p50/p99 ms",
+        "torch p50/p99 ms", "torch batched QPS", "p99 speedup", "recall@10",
+    ):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            f"{r['n']:,} x {r['dim']}",
+            f"{r['upsert_pts_per_s']:,.0f}",
+            f"{r['optimize_s']:.1f}",
+            f"{r['edge_p50_ms']:.2f} / {r['edge_p99_ms']:.2f}",
+            f"{r['edge_qps']:,.0f}",
+            f"{r['numpy_p50_ms']:.1f} / {r['numpy_p99_ms']:.1f}",
+            f"{r['torch_p50_ms']:.1f} / {r['torch_p99_ms']:.1f}",
+            f"{r['torch_batched_qps']:,.0f}",
+            f"{r['p99_speedup_vs_best_exact']:.1f}x",
+            f"{r['recall@10']:.3f}",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""What "a note changed" means for incremental indexing.
+
+A note is re-embedded when its `content_hash` differs from the one stored in its
+point's payload. The hash covers everything the model sees:
+
+- `title`, `content` and `tags` (after `#tag#` hashtags are merged in, in order);
+- the `image` path as written in the notes table;
+- the image file's size and modification time (nanoseconds), or "missing".
+
+The file's bytes are not read: hashing every image on every run would cost a full read
+of the corpus. Size + mtime catches any rewrite of the file; a mere `touch` or a copy
+that resets mtimes triggers a harmless re-embed, never a stale vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from i2i.contracts import Note, resolve_image
+
+
+def image_signature(image: str | None, image_root: str | Path | None) -> str | None:
+    """`"size:mtime_ns"` of the note's image file, "missing", or None without an image."""
+    path = resolve_image(image, image_root)
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def content_hash(note: Note, image_root: str | Path | None) -> str:
+    """Stable hex digest of what the embedding of `note` depends on (see module docstring)."""
+    key = [
+        note.get("title") or "",
+        note.get("content") or "",
+        list(note.get("tags") or []),
+        note.get("image"),
+        image_signature(note.get("image"), image_root),
+    ]
+    blob = json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def text_length(note: Note) -> int:
+    """Characters of title + content: used to group embedding batches by length."""
+    return len(note.get("title") or "") + len(note.get("content") or "")

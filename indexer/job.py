@@ -1,0 +1,186 @@
+"""The index job: embed a notes table with one model and write it to a collection.
+
+- Incremental: the collection is scrolled for (point id, content hash); only notes that
+  are new, or whose `content_hash` (indexer.content) changed, are embedded
+  (`full=True` embeds everything again).
+- Resumable: vectors are upserted batch by batch as they are computed, under point ids
+  derived from note ids. A killed run keeps its finished batches; the re-run finds them
+  unchanged and embeds only the rest. Re-running a finished job embeds nothing.
+- Safe: a collection that holds another model's or dimension's vectors is refused
+  (`recreate=True` replaces it on purpose).
+- Notes that left the table stay in the collection by default and are reported
+  (`prune=True` deletes them): a partial notes file must not silently empty an index.
+- Images that are missing or unreadable are embedded with a blank image (as training
+  does) and counted, with examples, in the summary; never skipped silently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from i2i.contracts import Embedder, Note, notes_to_dicts, read_notes, resolve_image
+from i2i.images import load_image
+from indexer.content import content_hash, text_length
+from indexer.store import CollectionMeta, VectorStore, ensure_collection, point_id
+
+ProgressFn = Callable[[int, int], None]  # (notes done, notes to embed)
+
+
+@dataclass
+class IndexSummary:
+    """What one run of the index job did."""
+
+    location: str
+    model_id: str
+    dim: int
+    collection: str  # "created", "opened" or "recreated"
+    notes: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    not_in_table: int = 0  # points whose note left the table (kept unless pruned)
+    pruned: int = 0
+    no_image: int = 0
+    image_missing: int = 0
+    image_unreadable: int = 0
+    image_examples: list[str] = field(default_factory=list)
+    points: int = 0
+    seconds: float = 0.0
+
+    @property
+    def notes_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Pending:
+    note: Note
+    pid: str
+    digest: str
+
+
+def _check_images(batch: list[_Pending], image_root: str | Path | None, summary: IndexSummary) -> None:
+    """Count notes whose image is absent, missing on disk or undecodable (kept, blank image)."""
+    for item in batch:
+        path = resolve_image(item.note.get("image"), image_root)
+        if path is None:
+            summary.no_image += 1
+            continue
+        if not path.exists():
+            summary.image_missing += 1
+            problem = "missing"
+        elif not load_image(path, max_side=64)[1]:
+            summary.image_unreadable += 1
+            problem = "unreadable"
+        else:
+            continue
+        if len(summary.image_examples) < 5:
+            summary.image_examples.append(f"{item.note['note_id']}: {path} ({problem})")
+
+
+def _embed_checked(
+    embedder: Embedder, notes: list[Note], image_root: str | Path | None, batch: int
+) -> np.ndarray:
+    vecs = np.asarray(embedder.embed(notes, image_root=image_root, batch_size=batch), dtype=np.float32)
+    if vecs.shape != (len(notes), embedder.dim):
+        raise RuntimeError(
+            f"embedder {embedder.model_id} returned shape {vecs.shape}, "
+            f"expected ({len(notes)}, {embedder.dim})"
+        )
+    if not np.isfinite(vecs).all():
+        bad = [n["note_id"] for n, ok in zip(notes, np.isfinite(vecs).all(axis=1), strict=True) if not ok]
+        raise RuntimeError(f"embedder {embedder.model_id} produced non-finite vectors for notes {bad[:5]}")
+    return vecs
+
+
+def index_notes(
+    notes: str | Path | pl.DataFrame,
+    embedder: Embedder,
+    store: VectorStore,
+    image_root: str | Path | None = None,
+    *,
+    full: bool = False,
+    prune: bool = False,
+    recreate: bool = False,
+    batch_size: int = 256,
+    embed_batch_size: int = 32,
+    optimize: bool = True,
+    on_progress: ProgressFn | None = None,
+) -> IndexSummary:
+    """Bring `store`'s collection up to date with `notes` under `embedder`'s model.
+
+    `notes` is a notes Parquet path (validated by `read_notes`) or a frame from it;
+    `image_root` resolves relative image paths (default: the notes file's folder).
+    Upserts every `batch_size` notes; the embedder sees `embed_batch_size` at a time.
+    """
+    t0 = time.perf_counter()
+    if not isinstance(notes, pl.DataFrame):
+        if image_root is None:
+            image_root = Path(notes).parent
+        notes = read_notes(notes)
+    meta = CollectionMeta(model_id=embedder.model_id, dim=int(embedder.dim))
+    status = ensure_collection(store, meta, recreate=recreate)
+    summary = IndexSummary(location=store.location, model_id=meta.model_id, dim=meta.dim, collection=status)
+
+    stored = {
+        pid: (p.get("content_hash"), p.get("model_id"))
+        for pid, p in store.scroll(["content_hash", "model_id"])
+    }
+    pending: list[_Pending] = []
+    wanted: set[str] = set()
+    for note in notes_to_dicts(notes):
+        pid = point_id(note["note_id"])
+        digest = content_hash(note, image_root)
+        wanted.add(pid)
+        have = stored.get(pid)
+        if have is None:
+            summary.new += 1
+        elif have != (digest, meta.model_id):
+            summary.changed += 1
+        else:
+            summary.unchanged += 1
+            if not full:
+                continue
+        pending.append(_Pending(note, pid, digest))
+    summary.notes = len(wanted)
+    gone = [pid for pid in stored if pid not in wanted]
+    summary.not_in_table = len(gone)
+
+    # Similar lengths in one batch: less padding for the model (and stable batches).
+    pending.sort(key=lambda p: text_length(p.note))
+    if on_progress:
+        on_progress(0, len(pending))
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start : start + batch_size]
+        _check_images(batch, image_root, summary)
+        vecs = _embed_checked(embedder, [p.note for p in batch], image_root, embed_batch_size)
+        payloads = [
+            {
+                "note_id": p.note["note_id"],
+                "title": p.note.get("title") or "",
+                "content_hash": p.digest,
+                "model_id": meta.model_id,
+            }
+            for p in batch
+        ]
+        store.upsert([p.pid for p in batch], vecs, payloads)
+        summary.embedded += len(batch)
+        if on_progress:
+            on_progress(summary.embedded, len(pending))
+
+    if prune and gone:
+        store.delete(gone)
+        summary.pruned = len(gone)
+    store.flush()
+    if optimize:
+        store.optimize()
+    summary.points = store.count()
+    summary.seconds = time.perf_counter() - t0
+    return summary

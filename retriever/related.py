@@ -1,0 +1,50 @@
+"""`related`: the top-k notes nearest to a note already in the collection.
+
+The note's own stored vector is the query (retrieved by its point id), and the note
+itself is excluded by id, so the answer never contains the note asked about. The same
+two requests run on both backends (Edge has no query-by-id; doing it the same way on a
+server keeps results identical and gives one clear "unknown note" path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from i2i.errors import UserError
+from indexer.store import VectorStore, point_id
+
+
+@dataclass(frozen=True)
+class Related:
+    """One related note."""
+
+    rank: int
+    score: float
+    note_id: str
+    title: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def related(store: VectorStore, note_id: str, k: int = 10) -> list[Related]:
+    """Top-k notes related to `note_id`, best first; `UserError` if it is not indexed."""
+    if k < 1:
+        raise UserError(f"-k must be at least 1, got {k}")
+    pid = point_id(note_id)
+    found = store.retrieve([pid], with_vectors=True)
+    if not found or found[0].vector is None:
+        raise UserError(
+            f"note {note_id!r} is not in {store.location} ({store.count()} notes); "
+            "check the id, or index it with `i2i index`"
+        )
+    hits = store.query(found[0].vector, k, exclude=[pid])
+    return [
+        Related(
+            rank=i + 1,
+            score=h.score,
+            note_id=str(h.payload.get("note_id", "")),
+            title=str(h.payload.get("title", "")),
+        )
+        for i, h in enumerate(hits)
+    ]

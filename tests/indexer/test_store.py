@@ -1,0 +1,131 @@
+"""The store interface on both real backends (Qdrant Edge, qdrant-client local mode)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from i2i.errors import UserError
+from indexer.backends import StoreSpec, open_store
+from indexer.edge import EdgeStore
+from indexer.store import CollectionMeta, HnswParams, VectorStore, ensure_collection, point_id
+
+
+def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_point_id_is_a_stable_uuid5() -> None:
+    assert point_id("n1") == point_id("n1") != point_id("n2")
+    assert uuid.UUID(point_id("n1")).version == 5
+    # Pinned: changing the namespace would orphan every existing collection.
+    assert point_id("n1") == str(uuid.uuid5(uuid.UUID("6f1c1f0e-3d0a-5b7e-9a51-1a2b3c4d5e6f"), "n1"))
+
+
+def test_create_upsert_retrieve_query(store: VectorStore) -> None:
+    assert not store.exists()
+    assert ensure_collection(store, CollectionMeta("m1", 8)) == "created"
+    assert store.meta().model_id == "m1" and store.meta().dim == 8
+    rng = np.random.default_rng(0)
+    vecs = _unit(rng, 40, 8)
+    ids = [point_id(f"n{i}") for i in range(40)]
+    store.upsert(ids, vecs, [{"note_id": f"n{i}", "title": f"t{i}"} for i in range(40)])
+    store.upsert(ids[:5], vecs[:5], [{"note_id": f"n{i}", "title": f"t{i}"} for i in range(5)])  # no dupes
+    assert store.count() == 40
+    got = store.retrieve([ids[3], point_id("nope")])
+    assert [p.id for p in got] == [ids[3]]
+    np.testing.assert_allclose(got[0].vector, vecs[3], atol=1e-6)
+    hits = store.query(vecs[3], 5, exclude=[ids[3]])
+    exact = np.argsort(-(vecs @ vecs[3]))[1:6]
+    assert [h.payload["note_id"] for h in hits] == [f"n{i}" for i in exact]
+    assert sorted(pid for pid, _ in store.scroll(["note_id"], page=7)) == sorted(ids)
+    store.delete(ids[:10])
+    assert store.count() == 30
+
+
+def test_both_backends_answer_alike(tmp_path: Path) -> None:
+    """Same points, same queries: Edge and qdrant-client return the same ids and scores."""
+    rng = np.random.default_rng(1)
+    vecs = _unit(rng, 200, 16)
+    ids = [point_id(f"n{i}") for i in range(200)]
+    payloads = [{"note_id": f"n{i}", "title": ""} for i in range(200)]
+    answers = []
+    for spec in (StoreSpec(workspace=tmp_path / "ws"), StoreSpec(local_path=tmp_path / "local")):
+        with open_store(spec) as s:
+            s.create(CollectionMeta("m", 16))
+            s.upsert(ids, vecs, payloads)
+            answers.append(s.query_batch(vecs[:20], 7, [[i] for i in ids[:20]]))
+    for edge_hits, client_hits in zip(*answers, strict=True):
+        assert [h.id for h in edge_hits] == [h.id for h in client_hits]
+        np.testing.assert_allclose([h.score for h in edge_hits], [h.score for h in client_hits], atol=1e-5)
+
+
+def test_refuses_other_model_or_dimension(store: VectorStore) -> None:
+    ensure_collection(store, CollectionMeta("model-a", 8))
+    assert ensure_collection(store, CollectionMeta("model-a", 8)) == "opened"
+    with pytest.raises(UserError, match=r"model 'model-a', not 'model-b'.*--recreate"):
+        ensure_collection(store, CollectionMeta("model-b", 8))
+    with pytest.raises(UserError, match="dimension 8, not 16"):
+        ensure_collection(store, CollectionMeta("model-a", 16))
+    store.upsert([point_id("x")], np.ones((1, 8), np.float32), [{"note_id": "x"}])
+    assert ensure_collection(store, CollectionMeta("model-b", 16), recreate=True) == "recreated"
+    assert store.meta().model_id == "model-b" and store.count() == 0
+
+
+def test_missing_collection_is_a_clear_error(store: VectorStore) -> None:
+    with pytest.raises(UserError, match="i2i index"):
+        store.meta()
+
+
+def test_bad_collection_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="bad collection name"):
+        open_store(StoreSpec(collection="../evil", workspace=tmp_path))
+
+
+def test_edge_second_opener_gets_a_clear_error(tmp_path: Path) -> None:
+    first = EdgeStore(tmp_path / "c")
+    first.create(CollectionMeta("m", 4))
+    with pytest.raises(UserError, match="open in another process"):
+        EdgeStore(tmp_path / "c").count()
+    first.close()
+    assert EdgeStore(tmp_path / "c").count() == 0
+
+
+def test_edge_reopens_after_kill_between_meta_and_shard(tmp_path: Path) -> None:
+    """collection.json is written first; a collection without its shard still opens."""
+    s = EdgeStore(tmp_path / "c")
+    s.create(CollectionMeta("m", 4))
+    s.close()
+    import shutil
+
+    shutil.rmtree(tmp_path / "c" / "shard")
+    with EdgeStore(tmp_path / "c") as again:
+        assert again.count() == 0 and again.meta().dim == 4
+
+
+def test_edge_hnsw_recall_against_exact(tmp_path: Path) -> None:
+    """With the HNSW index really built (tiny indexing threshold), ANN ~ exact."""
+    rng = np.random.default_rng(2)
+    centres = _unit(rng, 30, 32)
+    x = centres[rng.integers(0, 30, 3000)] + rng.standard_normal((3000, 32)).astype(np.float32) * 0.1
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = [point_id(f"n{i}") for i in range(3000)]
+    hnsw = HnswParams(m=16, ef_construct=100, ef=64, full_scan_threshold_kb=1, indexing_threshold_kb=10)
+    with EdgeStore(tmp_path / "c", hnsw=hnsw) as s:
+        s.create(CollectionMeta("m", 32))
+        s.upsert(ids, x, [{"note_id": f"n{i}"} for i in range(3000)])
+        s.optimize()
+        assert s.indexed_vectors() == 3000  # answers come from the graph, not a full scan
+        q = np.arange(0, 3000, 30)
+        ann = s.query_batch(x[q], 10, [[ids[i]] for i in q])
+    scores = x[q] @ x.T
+    scores[np.arange(len(q)), q] = -np.inf
+    exact = np.argsort(-scores, axis=1)[:, :10]
+    recall = np.mean(
+        [len({h.id for h in a} & {ids[j] for j in e}) / 10 for a, e in zip(ann, exact, strict=True)]
+    )
+    assert recall >= 0.95
