@@ -1,0 +1,332 @@
+"""The co-view semantics of `pipeline.mine`, pinned on small hand-written logs."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from i2i.errors import UserError
+from pipeline.logs import format_duration, parse_duration
+from pipeline.mine import mine_pairs, write_pairs
+from pipeline.splits import assign_splits
+
+T0 = datetime(2024, 1, 1)
+DAY = 86_400
+
+
+def write_logs(tmp_path: Path, rows: list[tuple[str, str, int]], name: str = "logs.parquet") -> Path:
+    """(user, note, seconds after T0) rows -> a Parquet log file with a timestamp column."""
+    df = pl.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "note_id": [r[1] for r in rows],
+            "ts": [T0 + timedelta(seconds=r[2]) for r in rows],
+        },
+        schema={"user_id": pl.Utf8, "note_id": pl.Utf8, "ts": pl.Datetime("us")},
+    )
+    path = tmp_path / name
+    df.write_parquet(path)
+    return path
+
+
+def pairs(path: Path, **kwargs: object) -> pl.DataFrame:
+    """All mined pairs in one split (train), with users weighting unless told otherwise."""
+    opts: dict[str, object] = {"split": (1, 0, 0), "top_k": 1000, "weighting": "users", "window": "7d"}
+    opts.update(kwargs)
+    return mine_pairs(path, **opts).pairs["train"]  # type: ignore[arg-type]
+
+
+def expected(rows: list[tuple[str, str, float, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema={"query_id": pl.Utf8, "target_id": pl.Utf8, "score": pl.Float64, "rank": pl.Int32},
+        orient="row",
+    )
+
+
+def test_window_edge_counts_and_direction_matters(tmp_path: Path) -> None:
+    path = write_logs(tmp_path, [("u1", "A", 0), ("u1", "B", 7 * DAY)])
+    assert_frame_equal(pairs(path), expected([("A", "B", 1.0, 1)]))
+
+
+def test_one_second_past_the_window_is_not_a_co_view(tmp_path: Path) -> None:
+    path = write_logs(tmp_path, [("u1", "A", 0), ("u1", "B", 7 * DAY + 1)])
+    assert pairs(path).height == 0
+    assert pairs(path, window="7d1s").height == 1
+
+
+def test_equal_timestamps_count_both_ways(tmp_path: Path) -> None:
+    path = write_logs(tmp_path, [("u1", "A", 100), ("u1", "B", 100)])
+    assert_frame_equal(pairs(path), expected([("A", "B", 1.0, 1), ("B", "A", 1.0, 1)]))
+
+
+def test_a_note_never_pairs_with_itself(tmp_path: Path) -> None:
+    path = write_logs(tmp_path, [("u1", "A", 0), ("u1", "A", 10), ("u1", "A", 10)])
+    assert pairs(path).height == 0
+
+
+def test_a_user_counts_once_per_ordered_pair_despite_repeats(tmp_path: Path) -> None:
+    rows = [("u1", "A", 0), ("u1", "B", 10), ("u1", "A", 20), ("u1", "B", 30), ("u2", "A", 0), ("u2", "B", 5)]
+    # u1 also co-views (B, A) through B@10 -> A@20; u2 only (A, B).
+    assert_frame_equal(pairs(write_logs(tmp_path, rows)), expected([("A", "B", 2.0, 1), ("B", "A", 1.0, 1)]))
+
+
+def test_weighting_users_vs_inverse_activity(tmp_path: Path) -> None:
+    # u1 viewed 2 distinct notes (adds 1/2), u2 viewed 3 (adds 1/3), u3 viewed 4 (adds 1/4).
+    rows = [("u1", "A", 0), ("u1", "B", 1)]
+    rows += [("u2", "A", 0), ("u2", "B", 1), ("u2", "C", 2 * DAY)]
+    rows += [("u3", "D", 0), ("u3", "E", 0), ("u3", "A", 1), ("u3", "B", 2), ("u3", "A", 3)]
+    path = write_logs(tmp_path, rows)
+    users = pairs(path).filter(query_id="A", target_id="B")
+    inverse = pairs(path, weighting="inverse-activity").filter(query_id="A", target_id="B")
+    assert users["score"].to_list() == [3.0]
+    assert inverse["score"].to_list() == pytest.approx([1 / 2 + 1 / 3 + 1 / 4], abs=1e-9)
+
+
+def test_min_and_max_score_drop_pairs_and_are_counted(tmp_path: Path) -> None:
+    # (A, B) by three users, (A, C) by two, (A, D) by one.
+    rows = []
+    for u, notes in {"u1": "ABCD", "u2": "ABC", "u3": "AB"}.items():
+        rows += [(u, n, i) for i, n in enumerate(notes)]
+    path = write_logs(tmp_path, rows)
+    got = pairs(path, min_score=2, max_score=2).filter(query_id="A")
+    assert_frame_equal(got, expected([("A", "C", 2.0, 1)]))
+    counts = mine_pairs(path, split=(1, 0, 0), weighting="users", min_score=2, max_score=2).summary["counts"]
+    # Pairs scoring 1: A-D, B-D, C-D (u1); scoring 3: A-B.
+    assert (counts["dropped_min_score"], counts["dropped_max_score"]) == (3, 1)
+
+
+def test_top_k_orders_by_score_then_target_id(tmp_path: Path) -> None:
+    # From A: C and B tie at 2 users, D has 3, E has 1.
+    rows = []
+    for u, notes in {"u1": "ADCB", "u2": "ADBC", "u3": "ADE"}.items():
+        rows += [(u, n, i) for i, n in enumerate(notes)]
+    path = write_logs(tmp_path, rows)
+    got = pairs(path, top_k=3).filter(query_id="A")
+    assert_frame_equal(got, expected([("A", "D", 3.0, 1), ("A", "B", 2.0, 2), ("A", "C", 2.0, 3)]))
+    result = mine_pairs(path, split=(1, 0, 0), weighting="users", top_k=1)
+    assert result.pairs["train"].filter(query_id="A")["target_id"].to_list() == ["D"]
+    assert result.pairs["train"].filter(query_id="D")["target_id"].to_list() == ["B"]  # tie B/C at 2
+
+
+def test_cap_keeps_each_users_most_recent_events(tmp_path: Path) -> None:
+    rows = [("bot", n, i) for i, n in enumerate("ABCDE")] + [("u2", "A", 0), ("u2", "B", 1)]
+    path = write_logs(tmp_path, rows)
+    result = mine_pairs(path, split=(1, 0, 0), weighting="users", max_events_per_user=2)
+    # The bot keeps D@3 and E@4 only; u2 is under the cap.
+    assert_frame_equal(result.pairs["train"], expected([("A", "B", 1.0, 1), ("D", "E", 1.0, 1)]))
+    assert result.summary["counts"]["users_capped"] == 1
+    assert result.summary["counts"]["events_dropped_by_cap"] == 3
+    uncapped = mine_pairs(path, split=(1, 0, 0), max_events_per_user=0)
+    assert uncapped.summary["counts"]["users_capped"] == 0
+    assert uncapped.pairs["train"].height == 10
+
+
+def test_split_is_by_note_and_never_leaks(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    notes = [f"n{i:03d}" for i in range(60)]
+    rows = [(f"u{u}", rng.choice(notes), rng.randrange(3 * DAY)) for u in range(40) for _ in range(12)]
+    path = write_logs(tmp_path, rows)
+    result = mine_pairs(path, split=(0.5, 0.25, 0.25), weighting="users", top_k=1000, seed=7)
+    everything = pairs(path)
+    truth = dict(zip(notes, assign_splits(notes, (0.5, 0.25, 0.25), seed=7), strict=True))
+    seen: dict[str, str] = {}
+    kept = 0
+    for i, (name, df) in enumerate(result.pairs.items()):
+        assert df.height > 0, name
+        kept += df.height
+        for q, t in df.select("query_id", "target_id").iter_rows():
+            assert truth[q] == truth[t] == i
+            for note in (q, t):
+                assert seen.setdefault(note, name) == name
+    cross = sum(truth[q] != truth[t] for q, t in everything.select("query_id", "target_id").iter_rows())
+    assert kept + cross == everything.height
+    assert result.summary["counts"]["dropped_cross_split"] == cross
+
+
+def test_zero_shares_are_allowed(tmp_path: Path) -> None:
+    rows = [(f"u{i % 5}", f"n{i % 17}", i * 60) for i in range(200)]
+    path = write_logs(tmp_path, rows)
+    train_only = mine_pairs(path, split="1,0,0", top_k=1000)
+    assert train_only.pairs["val"].height == train_only.pairs["test"].height == 0
+    assert train_only.summary["counts"]["dropped_cross_split"] == 0
+    no_val = mine_pairs(path, split="0.5,0,0.5", top_k=1000)
+    assert no_val.pairs["val"].height == 0
+    assert no_val.pairs["train"].height > 0 and no_val.pairs["test"].height > 0
+
+
+def test_integer_epochs_csv_globs_renamed_columns_and_event_filter(tmp_path: Path) -> None:
+    base = 1_700_000_000
+    pl.DataFrame(
+        {"who": ["u1", "u1", "u1"], "item": ["A", "B", "C"], "when": [base, base + 10, base + 20]}
+    ).write_csv(tmp_path / "a.csv")
+    pl.DataFrame(
+        {
+            "who": ["u2", "u2", "u2"],
+            "item": ["A", "B", "C"],
+            "when": [base * 1000, (base + 10) * 1000, (base + 8 * DAY) * 1000],
+            "kind": ["view", "view", "view"],
+        }
+    ).write_parquet(tmp_path / "b.parquet")
+    common = {"user_col": "who", "note_col": "item", "ts_col": "when", "weighting": "users"}
+    seconds = pairs(tmp_path / "a.csv", **common)
+    assert_frame_equal(seconds, expected([("A", "B", 1.0, 1), ("A", "C", 1.0, 2), ("B", "C", 1.0, 1)]))
+    millis = pairs(tmp_path / "*.parquet", ts_unit="ms", **common)
+    assert_frame_equal(millis, expected([("A", "B", 1.0, 1)]))  # C is 8 days later
+
+    pl.DataFrame(
+        {
+            "who": ["u3"] * 3,
+            "item": ["A", "B", "C"],
+            "when": [base, base + 1, base + 2],
+            "kind": ["view", "like", "view"],
+        }
+    ).write_parquet(tmp_path / "c.parquet")
+    filtered = mine_pairs(
+        tmp_path / "c.parquet", split=(1, 0, 0), event_col="kind", events=["view"], **common
+    )
+    assert_frame_equal(filtered.pairs["train"], expected([("A", "C", 1.0, 1)]))
+    assert filtered.summary["counts"]["dropped_event_filter"] == 1
+
+
+def test_null_ids_and_timestamps_are_dropped_and_counted(tmp_path: Path) -> None:
+    df = pl.DataFrame(
+        {
+            "user_id": ["u1", "u1", None, "u1", "u1"],
+            "note_id": ["A", "B", "C", None, "D"],
+            "ts": [T0, T0, T0, T0, None],
+        },
+        schema={"user_id": pl.Utf8, "note_id": pl.Utf8, "ts": pl.Datetime("us")},
+    )
+    df.write_parquet(tmp_path / "l.parquet")
+    result = mine_pairs(tmp_path / "l.parquet", split=(1, 0, 0), weighting="users")
+    c = result.summary["counts"]
+    assert (c["rows_read"], c["dropped_null_user"], c["dropped_null_note"], c["dropped_null_ts"]) == (
+        5,
+        1,
+        1,
+        1,
+    )
+    assert_frame_equal(result.pairs["train"], expected([("A", "B", 1.0, 1), ("B", "A", 1.0, 1)]))
+
+
+def reference(rows: list[tuple[str, str, int]], window: int, weighting: str, top_k: int) -> pl.DataFrame:
+    """The definition, written out naively: every pair of one user's views."""
+    views: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for u, n, t in rows:
+        views[u].append((n, t))
+    score: dict[tuple[str, str], float] = defaultdict(float)
+    for events in views.values():
+        n_u = len({n for n, _ in events})
+        co = {
+            (a, b)
+            for (a, ta), (b, tb) in itertools.product(events, events)
+            if a != b and 0 <= tb - ta <= window
+        }
+        for pair in co:
+            score[pair] += 1.0 if weighting == "users" else 1.0 / n_u
+    out = []
+    by_query: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for (q, t), s in score.items():
+        by_query[q].append((t, round(s, 9)))
+    for q in sorted(by_query):
+        ranked = sorted(by_query[q], key=lambda ts: (-ts[1], ts[0]))[:top_k]
+        out += [(q, t, s, r) for r, (t, s) in enumerate(ranked, start=1)]
+    return expected(out)
+
+
+@pytest.mark.parametrize("weighting", ["users", "inverse-activity"])
+@pytest.mark.parametrize("chunk_rows", [1, 50, 10_000_000])
+def test_matches_the_naive_definition_on_random_logs(tmp_path: Path, weighting: str, chunk_rows: int) -> None:
+    rng = random.Random(f"{weighting}-{chunk_rows}")
+    rows = [
+        (f"u{rng.randrange(25)}", f"n{rng.randrange(30):02d}", rng.randrange(0, 4 * 3600, 60))
+        for _ in range(600)
+    ]
+    path = write_logs(tmp_path, rows)
+    got = mine_pairs(
+        path,
+        split=(1, 0, 0),
+        window="30m",
+        weighting=weighting,
+        top_k=5,
+        max_events_per_user=0,
+        chunk_rows=chunk_rows,
+    )
+    assert_frame_equal(got.pairs["train"], reference(rows, 1800, weighting, 5))
+
+
+def test_durations_round_trip() -> None:
+    assert parse_duration("7d") == 7 * DAY * 10**6
+    assert parse_duration("1d12h") == 36 * 3600 * 10**6
+    assert parse_duration("90s") == parse_duration("1m30s")
+    assert parse_duration("500ms") == 500_000
+    assert format_duration(parse_duration("1d12h")) == "1d12h"
+    for bad in ("", "7", "7 days", "d7", "-1d"):
+        with pytest.raises(UserError, match="not a duration"):
+            parse_duration(bad)
+
+
+def test_missing_column_names_it_and_the_columns_found(tmp_path: Path) -> None:
+    pl.DataFrame({"user": ["u"], "note_id": ["A"], "ts": [1]}).write_parquet(tmp_path / "l.parquet")
+    with pytest.raises(UserError, match=r"lacks column\(s\) 'user_id'; found user, note_id, ts"):
+        mine_pairs(tmp_path / "l.parquet")
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    write_logs(tmp_path, [("u1", "A", 0)], name="good.parquet")
+    (tmp_path / "bad.parquet").write_bytes(b"this is not parquet")
+    with pytest.raises(UserError, match=r"cannot read log file .*bad\.parquet"):
+        mine_pairs(tmp_path)
+
+
+def test_no_logs_and_bad_options_are_user_errors(tmp_path: Path) -> None:
+    path = write_logs(tmp_path, [("u1", "A", 0), ("u1", "B", 1)])
+    cases = [
+        ({"logs": tmp_path / "nope"}, "logs not found"),
+        ({"weighting": "clicks"}, "expected one of users, inverse-activity"),
+        ({"split": "0.9,0.1"}, "three non-negative shares"),
+        ({"top_k": 0}, "at least 1"),
+        ({"ts_unit": "ns"}, "expected one of s, ms"),
+        ({"events": ["view"]}, "needs --event-col"),
+        ({"min_score": 3, "max_score": 1}, "above --max-score"),
+    ]
+    for opts, message in cases:
+        kwargs = {"logs": path, **opts}
+        with pytest.raises(UserError, match=message):
+            mine_pairs(**kwargs)  # type: ignore[arg-type]
+
+
+def test_write_is_atomic_and_keeps_previous_output_on_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_logs(tmp_path, [("u1", "A", 0), ("u1", "B", 1), ("u2", "B", 0), ("u2", "C", 5)])
+    out = tmp_path / "pairs"
+    first = mine_pairs(path, split=(1, 0, 0), weighting="users")
+    write_pairs(first, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == {"train.parquet", "val.parquet", "test.parquet", "summary.json"}
+
+    second = mine_pairs(path, split=(0, 0, 1), weighting="users")
+    real = pl.DataFrame.write_parquet
+
+    def crash_on_test(self: pl.DataFrame, file: Path, *a: object, **k: object) -> None:
+        if Path(file).name == "test.parquet":
+            raise OSError("disk full")
+        real(self, file, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", crash_on_test)
+    with pytest.raises(OSError, match="disk full"):
+        write_pairs(second, out)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pairs")] == []
+    write_pairs(second, out)
+    assert pl.read_parquet(out / "test.parquet").height == 2
