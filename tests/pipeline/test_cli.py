@@ -1,0 +1,91 @@
+"""`i2i synth` and `i2i mine-pairs` through typer's runner and the console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+from typer.testing import CliRunner
+
+from i2i.cli import app
+from i2i.contracts import PAIR_COLUMNS
+
+
+def test_synth_then_mine_pairs(tmp_path: Path) -> None:
+    runner = CliRunner()
+    platform = tmp_path / "platform"
+    args = ["synth", str(platform), "--notes", "40", "--users", "20", "--days", "2", "--events", "600"]
+    result = runner.invoke(app, [*args, "--image-size", "16", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "events" in result.output and "600" in result.output
+    assert len(list((platform / "images").glob("*.png"))) == 40
+
+    out = tmp_path / "pairs"
+    result = runner.invoke(
+        app,
+        [
+            "mine-pairs",
+            str(platform / "logs"),
+            "--out",
+            str(out),
+            "--window",
+            "2h",
+            "--weighting",
+            "users",
+            "--top-k",
+            "3",
+            "--split",
+            "1,0,0",
+            "--event-col",
+            "event",
+            "--events",
+            "view,click",
+            "--max-events-per-user",
+            "25",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "train pairs" in result.output and "capped users" in result.output
+    train = pl.read_parquet(out / "train.parquet")
+    assert train.columns == list(PAIR_COLUMNS)
+    assert train.height > 0 and train["rank"].max() <= 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parameters"]["window"] == "2h"
+    assert summary["parameters"]["events"] == ["view", "click"]
+    assert summary["counts"]["dropped_event_filter"] > 0
+    assert summary["counts"]["users_capped"] > 0
+    assert summary["splits"]["train"]["pairs"] == train.height
+
+
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    pl.DataFrame({"uid": ["u1"], "note_id": ["A"], "ts": [1]}).write_parquet(tmp_path / "logs.parquet")
+    out = tmp_path / "pairs"
+    result = CliRunner().invoke(app, ["mine-pairs", str(tmp_path / "logs.parquet"), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "lacks column(s) 'user_id'; found uid, note_id, ts" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["logs.parquet"]
+
+
+def test_console_script_exit_code(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "i2i.cli",
+            "mine-pairs",
+            str(tmp_path / "missing"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: logs not found")
