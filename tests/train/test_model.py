@@ -1,0 +1,206 @@
+"""NoteLLM-2 model: every variant and connector runs forward and backward; the splice,
+positions and pooling are right under both paddings and with pad == EOS."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from i2i.errors import UserError
+from train.config import IMG_EMB_TOKEN, IMG_TOKEN, VARIANTS, ModelConfig
+from train.model import (
+    NoteEmbeddings,
+    build_model,
+    index_before,
+    last_token_index,
+    positions_from_mask,
+    splice_visual_tokens,
+)
+from train.testing import tiny_model_config, tiny_notes, tiny_pixels
+
+
+@pytest.mark.parametrize("connector", ["qformer", "mlp"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward_backward_every_variant(variant: str, connector: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(variant=variant, connector=connector))
+    model.train()
+    batch = model.collate(tiny_notes(4), tiny_pixels(4))
+    out = model(batch)
+    assert isinstance(out, NoteEmbeddings)
+    assert out.multimodal.shape == (4, 16) and out.multimodal.dtype == torch.float32
+    torch.testing.assert_close(out.multimodal.norm(dim=-1), torch.ones(4))
+    micl = variant in ("micl", "notellm2")
+    fusion = variant in ("late-fusion", "notellm2")
+    assert (out.visual is not None) == micl
+    assert (out.gate is not None) == fusion
+    if out.gate is not None:
+        assert 0.0 < float(out.gate.detach()) < 1.0
+
+    loss = (out.multimodal @ out.multimodal.T).sum() * model.logit_scale
+    if out.visual is not None:
+        loss = loss + (out.visual @ out.multimodal.T).sum()
+    loss.backward()
+
+    def has_grad(module: torch.nn.Module) -> bool:
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+    assert model.temperature.grad is not None
+    assert has_grad(model.head)
+    assert has_grad(model.llm)
+    if variant == "text-only":
+        assert model.vision is None and model.connector is None and model.fusion is None
+    else:
+        assert has_grad(model.connector)
+        assert all(p.grad is None and not p.requires_grad for p in model.vision.parameters())
+        assert not model.vision.training  # frozen encoder stays in eval mode
+    if fusion:
+        assert has_grad(model.fusion.gate) and has_grad(model.fusion.vision_proj)
+
+
+def test_splice_places_visual_tokens_at_img() -> None:
+    img = 9
+    ids = torch.tensor([[1, 2, img, 3, 0, 0], [0, 1, 2, 3, img, 4]])  # right-, left-padded
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1]])
+    embeds = ids.float()[..., None].expand(-1, -1, 2)  # (2, 6, 2): embedding = token id
+    visual = -torch.arange(1, 7, dtype=torch.float).view(2, 3, 1).expand(-1, -1, 2)  # (2, 3, 2)
+    out, new_mask, new_ids = splice_visual_tokens(embeds, mask, ids, visual, img)
+    assert out.shape == (2, 8, 2)
+    assert out[0, :, 0].tolist() == [1, 2, -1, -2, -3, 3, 0, 0]
+    assert new_mask[0].tolist() == [1, 1, 1, 1, 1, 1, 0, 0]
+    assert new_ids[0].tolist() == [1, 2, -1, -1, -1, 3, 0, 0]
+    assert out[1, :, 0].tolist() == [0, 1, 2, 3, -4, -5, -6, 4]
+    assert new_mask[1].tolist() == [0, 1, 1, 1, 1, 1, 1, 1]
+    assert last_token_index(new_mask).tolist() == [5, 7]
+    assert positions_from_mask(new_mask)[1].tolist() == [0, 0, 1, 2, 3, 4, 5, 6]
+
+
+def test_splice_rejects_rows_without_exactly_one_img() -> None:
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match="exactly one"):
+        splice_visual_tokens(torch.zeros(1, 3, 2), torch.ones(1, 3), ids, torch.zeros(1, 2, 2), 9)
+
+
+def test_pooled_positions_right_left_and_pad_equals_eos() -> None:
+    eos = 0  # pad == eos: an EOS inside the text must not be taken for padding
+    right = torch.tensor([[5, eos, 6, 7, eos, eos], [5, 6, 7, 8, 9, 7]])
+    right_mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    left_mask = right_mask.flip(1)
+    naive = (right == eos).int().argmax(1) - 1  # "token before the first pad": wrong here
+    assert naive.tolist()[0] == 0
+    assert last_token_index(right_mask).tolist() == [3, 5]
+    assert last_token_index(left_mask).tolist() == [5, 5]
+    assert index_before(torch.tensor([[eos, 3, 8, 4], [3, 4, 5, 8]]), 8).tolist() == [1, 2]
+    assert positions_from_mask(left_mask)[0].tolist() == [0, 0, 0, 1, 2, 3]
+
+
+def _model(variant: str, side: str, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(tiny_model_config(variant=variant, padding_side=side))
+
+
+@pytest.mark.parametrize("variant", ["text-only", "notellm2"])
+def test_left_and_right_padding_give_the_same_embeddings(variant: str) -> None:
+    right, left = _model(variant, "right"), _model(variant, "left")
+    left.load_state_dict(right.state_dict())
+    right.eval()
+    left.eval()
+    notes, pixels = tiny_notes(4), tiny_pixels(4)
+    br, bl = right.collate(notes, pixels), left.collate(notes, pixels)
+    assert (br["attention_mask"][:, -1] == 0).any() and (bl["attention_mask"][:, 0] == 0).any()
+    assert right.tokenizer.pad_token_id == right.tokenizer.eos_token_id
+    with torch.no_grad():
+        a, b = right(br), left(bl)
+        # and each note alone (no padding at all)
+        solo = [right(right.collate([n], pixels[i : i + 1])).multimodal for i, n in enumerate(notes)]
+    solo = torch.cat(solo)
+    torch.testing.assert_close(a.multimodal, b.multimodal, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(a.multimodal, solo, atol=1e-5, rtol=1e-4)
+    if variant == "notellm2":
+        torch.testing.assert_close(a.visual, b.visual, atol=1e-5, rtol=1e-4)
+
+
+def test_visual_embedding_sees_only_the_image() -> None:
+    """mICL: the visual embedding is pooled before <IMG_EMB>, so text cannot reach it."""
+    model = _model("micl", "right").eval()
+    notes = tiny_notes(2)
+    other = [dict(n, title="something else entirely", content="x", tags=[]) for n in notes]
+    pixels = tiny_pixels(2)
+    with torch.no_grad():
+        a, b = model(model.collate(notes, pixels)), model(model.collate(other, pixels))
+    torch.testing.assert_close(a.visual, b.visual, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(a.multimodal, b.multimodal, atol=1e-3)
+
+
+def test_splice_inside_the_model_feeds_connector_output_at_img() -> None:
+    """Hook the LLM: the inputs_embeds rows at the former <IMG> are the connector's tokens."""
+    model = _model("basic", "left").eval()
+    batch = model.collate(tiny_notes(3), tiny_pixels(3))
+    seen: dict[str, torch.Tensor] = {}
+    model.llm.register_forward_pre_hook(lambda _m, _a, kw: seen.update(kw), with_kwargs=True)
+    model.connector.register_forward_hook(lambda _m, _i, out: seen.update(visual=out))
+    with torch.no_grad():
+        model(batch)
+    q = model.config.num_query_tokens
+    p = (batch["input_ids"] == model.img_id).int().argmax(1)
+    for row in range(3):
+        got = seen["inputs_embeds"][row, p[row] : p[row] + q]
+        torch.testing.assert_close(got, seen["visual"][row])
+    assert seen["inputs_embeds"].shape[1] == batch["input_ids"].shape[1] + q - 1
+
+
+def test_logit_scale_and_training_switches() -> None:
+    model = build_model(tiny_model_config())
+    torch.testing.assert_close(model.logit_scale, torch.tensor(3.0).exp())
+    model.set_llm_trainable("frozen")
+    assert not any(p.requires_grad for p in model.llm.parameters())
+    assert model.connector.query_tokens.requires_grad
+    model.set_llm_trainable("full")
+    assert all(p.requires_grad for p in model.llm.parameters())
+    with pytest.raises(UserError, match="full, frozen, lora"):
+        model.set_llm_trainable("half")
+    model.enable_gradient_checkpointing()
+    model.train()
+    out = model(model.collate(tiny_notes(2), tiny_pixels(2)))
+    out.multimodal.sum().backward()
+    assert not model.vision.training
+
+
+def test_lora_needs_peft_or_works() -> None:
+    import importlib.util
+
+    model = build_model(tiny_model_config(variant="text-only"))
+    if importlib.util.find_spec("peft") is None:
+        with pytest.raises(UserError, match="pip install peft"):
+            model.set_llm_trainable("lora")
+    else:
+        model.set_llm_trainable("lora")
+        assert model.llm_mode == "lora"
+
+
+def test_config_errors_name_the_bad_value() -> None:
+    with pytest.raises(UserError, match=r"'bogus'.*text-only, basic, micl, late-fusion, notellm2"):
+        ModelConfig(variant="bogus")
+    with pytest.raises(UserError, match=r"'transformer'.*qformer, mlp"):
+        ModelConfig(connector="transformer")
+    with pytest.raises(UserError, match=IMG_TOKEN):
+        ModelConfig(variant="basic", prompt_basic="no image here")
+    with pytest.raises(UserError, match=IMG_EMB_TOKEN):
+        ModelConfig(variant="micl", prompt_micl="<IMG> only")
+    with pytest.raises(UserError, match="unknown vision spec"):
+        build_model(tiny_model_config(vision="resnet50", vision_config=None))
+
+
+def test_config_json_round_trip(tmp_path) -> None:
+    cfg = tiny_model_config(variant="micl", micl_weights=(2.0, 1.0))
+    cfg.to_json(tmp_path / "c.json")
+    back = ModelConfig.from_json(tmp_path / "c.json")
+    assert back == cfg and back.micl_weights == (2.0, 1.0)
+    with pytest.raises(UserError, match="unknown model config key"):
+        ModelConfig.from_dict({**cfg.to_dict(), "nope": 1})
+
+
+def test_no_head_returns_llm_width() -> None:
+    model = build_model(tiny_model_config(dim=0))
+    out = model(model.collate(tiny_notes(2), tiny_pixels(2)))
+    assert model.out_dim == 64 and out.multimodal.shape == (2, 64)

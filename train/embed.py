@@ -1,0 +1,146 @@
+"""`NoteEmbedder`: a checkpoint (or an in-memory model) as an `i2i.contracts.Embedder`.
+
+The indexer and the evaluator call `embed(notes, image_root, batch_size)` and get
+L2-normalised float32 vectors, one row per note, in input order. Inside: notes are
+sorted by text length so each batch pads little, images are decoded with
+`i2i.images.load_image` (never raising; failures counted) on a few threads, forward
+runs under `torch.inference_mode` (bf16 autocast on CUDA), and rows are put back in
+input order.
+
+`blank="image"` replaces every image with the neutral grey one, `blank="text"` empties
+title, tags and content: the quality benchmark embeds each model both ways to measure
+what each modality contributes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from i2i.contracts import Note, resolve_image
+from i2i.errors import UserError
+from i2i.images import blank_image, load_image
+from train.checkpoint import checkpoint_id, load_checkpoint
+from train.collate import NoteCollator
+from train.model import NoteLLM2
+
+BLANKS = (None, "image", "text")
+
+
+def _text_len(note: Note) -> int:
+    return (
+        len(note.get("title") or "")
+        + len(note.get("content") or "")
+        + sum(len(t) for t in note.get("tags") or [])
+    )
+
+
+def _model_fingerprint(model: NoteLLM2) -> str:
+    h = hashlib.sha256(model.config.to_json().encode())
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return "notellm2-mem-" + h.hexdigest()[:16]
+
+
+class NoteEmbedder:
+    """Embed notes with a NoteLLM-2 checkpoint directory or model.
+
+    Attributes: `model_id` (checkpoint id), `dim`, `broken_images` (image paths that
+    failed to decode), `missing_images` (notes without an image or whose file is
+    missing), both cumulative over calls; `model`.
+    """
+
+    def __init__(
+        self,
+        model_or_dir: NoteLLM2 | str | Path,
+        device: str | torch.device | None = None,
+        image_threads: int = 4,
+    ) -> None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if isinstance(model_or_dir, (str, Path)):
+            self.model = load_checkpoint(model_or_dir, device=self.device)
+            self.model_id = checkpoint_id(model_or_dir)
+        elif isinstance(model_or_dir, NoteLLM2):
+            self.model = model_or_dir
+            self.model_id = _model_fingerprint(model_or_dir)
+        else:
+            raise UserError(
+                f"NoteEmbedder needs a checkpoint directory or a NoteLLM2, got {type(model_or_dir)}"
+            )
+        self.dim = self.model.out_dim
+        self.image_threads = image_threads
+        self.broken_images = 0
+        self.missing_images = 0
+
+    def _pixels(
+        self, notes: Sequence[Note], image_root: str | Path | None, blank: str | None
+    ) -> torch.Tensor:
+        transform = self.model.vision.transform
+
+        def load(note: Note) -> tuple[torch.Tensor, str]:
+            if blank == "image":
+                return transform(blank_image()), "ok"
+            path = resolve_image(note.get("image"), image_root)
+            if path is None or not path.exists():
+                return transform(blank_image()), "missing"
+            image, ok = load_image(path)
+            return transform(image), ("ok" if ok else "broken")
+
+        if self.image_threads > 1 and len(notes) > 1:
+            with ThreadPoolExecutor(max_workers=self.image_threads) as pool:
+                results = list(pool.map(load, notes))
+        else:
+            results = [load(n) for n in notes]
+        self.missing_images += sum(s == "missing" for _, s in results)
+        self.broken_images += sum(s == "broken" for _, s in results)
+        return torch.stack([x for x, _ in results])  # (B, 3, H, W)
+
+    def embed(
+        self,
+        notes: Sequence[Note],
+        image_root: str | Path | None = None,
+        batch_size: int = 32,
+        blank: str | None = None,
+    ) -> np.ndarray:
+        """(len(notes), dim) float32, L2-normalised, in input order."""
+        if blank not in BLANKS:
+            raise UserError(f"unknown blank {blank!r}; choose image, text or None")
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        out = np.zeros((len(notes), self.dim), dtype=np.float32)
+        if not notes:
+            return out
+        model = self.model
+        was_training = model.training
+        model.eval()
+        collator = NoteCollator(model.tokenizer, model.config, blank_text=blank == "text")
+        order = sorted(range(len(notes)), key=lambda i: -_text_len(notes[i]))  # longest first
+        cuda = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                chunk = [notes[i] for i in idx]
+                pixels = self._pixels(chunk, image_root, blank) if model.uses_images else None
+                emb = model(collator(chunk, pixels)).multimodal  # (b, dim)
+                out[idx] = emb.float().cpu().numpy()
+        model.train(was_training)
+        return out
+
+
+def embed_notes_modality(
+    embedder: NoteEmbedder,
+    notes: Sequence[Note],
+    blank: str | None,
+    image_root: str | Path | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """`embedder.embed` with one modality blanked ("image" or "text"; None = neither)."""
+    return embedder.embed(notes, image_root=image_root, batch_size=batch_size, blank=blank)

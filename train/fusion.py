@@ -1,0 +1,32 @@
+"""Late fusion (NOTELLM2.md, "Late fusion").
+
+    v     = W_v · cls                      W_v: vision width -> d, no bias
+    z     = sigmoid(W_g · [h ; v])         W_g: 2d -> d, no bias, Xavier-normal init
+    fused = z * h + (1 - z) * v            per dimension
+
+`h` is an LLM embedding (the multimodal one, and with mICL the visual one too; the same
+gate serves both). The gate re-injects the image's global feature that the LLM tends
+to drop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LateFusion(nn.Module):
+    def __init__(self, vision_width: int, hidden: int):
+        super().__init__()
+        self.vision_proj = nn.Linear(vision_width, hidden, bias=False)  # W_v
+        self.gate = nn.Linear(2 * hidden, hidden, bias=False)  # W_g
+        nn.init.xavier_normal_(self.gate.weight)
+
+    def project(self, cls: torch.Tensor) -> torch.Tensor:
+        """`v = W_v · cls`: (B, Dv) -> (B, d)."""
+        return self.vision_proj(cls)
+
+    def forward(self, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`h`, `v`: (B, d) -> (fused (B, d), gate z (B, d))."""
+        z = torch.sigmoid(self.gate(torch.cat([h, v], dim=-1)))  # (B, d)
+        return z * h + (1 - z) * v, z

@@ -1,0 +1,71 @@
+"""Tiny random NoteLLM-2 configs for tests (any engineer's): no downloads, fast builds.
+
+    model = build_model(tiny_model_config(variant="notellm2", connector="qformer"))
+
+LLM: a 2-layer Llama (hidden 64) with the in-memory byte-level tokenizer (pad == EOS);
+vision: a 2-layer open_clip ViT (width 64, 64 px, 16 patches); Q-Former: 2 layers,
+hidden 64; head dim 16. `tiny_notes` and `tiny_pixels` give matching inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from i2i.contracts import Note
+from train.config import ModelConfig
+
+TINY_LLM = {
+    "model_type": "llama",
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": False,
+}
+TINY_VISION = {"layers": 2, "width": 64, "head_width": 32, "patch_size": 16, "image_size": 64}
+
+
+def tiny_model_config(variant: str = "notellm2", connector: str = "qformer", **overrides: Any) -> ModelConfig:
+    """A ModelConfig for a tiny random model (builds in well under a second)."""
+    kwargs: dict[str, Any] = {
+        "llm": "tiny-random-llama",
+        "llm_config": dict(TINY_LLM),
+        "vision": "open_clip",
+        "vision_config": dict(TINY_VISION),
+        "connector": connector,
+        "qformer_layers": 2,
+        "qformer_hidden": 64,
+        "qformer_heads": 4,
+        "qformer_dropout": 0.0,
+        "num_query_tokens": 4,
+        "variant": variant,
+        "limit_unit": "chars",
+        "max_prompt_tokens": 400,
+        "dim": 16,
+    }
+    kwargs.update(overrides)
+    return ModelConfig(**kwargs)
+
+
+def tiny_notes(n: int = 4) -> list[Note]:
+    """`n` small notes of varied length (so batches are padded)."""
+    words = ["red", "bike", "sunset", "pasta", "garden", "mountain", "cat", "coffee"]
+    return [
+        {
+            "note_id": f"n{i}",
+            "title": f"{words[i % 8]} {words[(i + 3) % 8]}",
+            "content": " ".join(words[: 1 + (i * 3) % 8]) + f" #tag{i % 3}#",
+            "tags": [words[(i + 1) % 8]],
+            "image": None,
+        }
+        for i in range(n)
+    ]
+
+
+def tiny_pixels(n: int = 4, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """Random normalised pixels (n, 3, size, size)."""
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
