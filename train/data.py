@@ -224,14 +224,15 @@ def _unique_note_batches(
             else:
                 kept.append(p)
         pending.extendleft(reversed(kept))
-        for p in it:
+        while len(batch) < size:
+            p = next(it, None)
+            if p is None:
+                break
             if query[p] in used or target[p] in used:
                 pending.append(p)
                 continue
             batch.append(p)
             used.update((int(query[p]), int(target[p])))
-            if len(batch) == size:
-                break
         while len(batch) < size:  # permutation exhausted: relax the constraint
             batch.append(pending.popleft())
         out[b] = batch

@@ -1,0 +1,160 @@
+"""`TrainConfig`: what `i2i train` runs, loadable from TOML with flag overrides.
+
+A TOML file holds the training options at the top level and the model in a `[model]`
+table (any `train.config.ModelConfig` field):
+
+    notes = "data/notes.parquet"
+    images = "data"
+    pairs = "data/pairs"
+    out = "runs/notellm2"
+    lr = 1e-4
+    pairs_per_step = 16
+    val_every = 200
+
+    [model]
+    variant = "notellm2"
+    llm = "smollm2-135m"
+    vision = "efficientnet-lite0"
+    connector = "qformer"
+
+Command-line flags win over the file; the resolved config is written to the run
+directory as config.json (and read back by `--resume`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from i2i.errors import UserError
+from train.config import ModelConfig
+
+LLM_TRAIN_MODES = ("full", "frozen", "lora")
+PRECISIONS = ("auto", "bf16", "fp32")
+DEVICES = ("auto", "cuda", "cpu")
+
+
+@dataclass
+class TrainConfig:
+    """Data, run directory and optimisation. Defaults follow the paper where it says."""
+
+    # --- data (paths) ----------------------------------------------------------------
+    notes: str | None = None  # notes.parquet
+    images: str | None = None  # image root that relative `image` paths resolve against
+    pairs: str | None = None  # directory with train.parquet and val.parquet from `i2i mine-pairs`
+    out: str = "runs/default"  # the run directory (config.json, metrics.jsonl, last/, best/)
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    # --- optimisation ----------------------------------------------------------------
+    lr: float = 3e-6  # paper: AdamW 3e-6 for the full LLM; a frozen LLM / tiny model wants ~1e-4..1e-3
+    weight_decay: float = 0.001  # paper: 0.001; not applied to biases, norms, the temperature
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_ratio: float = 0.1  # paper: 10% linear warm-up, then cosine decay
+    min_lr_ratio: float = 0.1  # cosine floor as a share of lr
+    epochs: int = 1  # paper: one epoch
+    max_steps: int | None = None  # cap on optimizer steps (the schedule spans min(epochs, max_steps))
+    pairs_per_step: int = 16  # pairs per rank per forward (paper: 16 per GPU); negatives: x world size
+    grad_accum: int = 1  # forwards per optimizer step (each forward is its own contrastive batch)
+    clip: float | None = 1.0  # max global gradient norm; None / 0 = no clipping
+    unique_notes_in_batch: bool = True  # keep a note from appearing twice in one global batch
+    llm_train: str = "full"  # full | frozen | lora
+    gradient_checkpointing: bool = False  # recompute LLM activations in backward (less memory)
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"  # auto | cuda | cpu
+    seed: int = 0
+    num_workers: int = 2  # DataLoader workers per rank (image decoding + tokenization)
+
+    # --- validation, logging, checkpoints --------------------------------------------
+    val_every: int = 500  # validate + save last/ (and best/) every N optimizer steps, and at the end
+    val_at_start: bool = True  # validate the untrained model at step 0 (the baseline)
+    val_ks: tuple[int, ...] = (10, 100, 1000)  # Recall@K reported (those smaller than the pool)
+    val_max_queries: int | None = None  # cap on val queries (None = all greedy-unique val pairs)
+    val_batch_size: int = 64  # notes per forward when embedding the val split
+    best_metric: str = "recall@10"  # higher is better; "val_loss" means lower is better
+    log_every: int = 10  # a metrics.jsonl train line every N steps
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+        self.val_ks = tuple(int(k) for k in self.val_ks)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `UserError` naming the bad value, what is allowed and the fix."""
+        if self.llm_train not in LLM_TRAIN_MODES:
+            modes = ", ".join(LLM_TRAIN_MODES)
+            raise UserError(f"unknown llm_train {self.llm_train!r}; choose one of {modes}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.device not in DEVICES:
+            raise UserError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        for name in ("pairs_per_step", "grad_accum", "epochs", "val_every", "log_every", "val_batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pairs_per_step < 2:
+            raise UserError(f"pairs_per_step must be >= 2 (in-batch negatives), got {self.pairs_per_step}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"max_steps must be >= 1 or unset, got {self.max_steps}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    # Serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model"}
+        d["betas"], d["val_ks"] = list(self.betas), list(self.val_ks)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(
+                f"unknown training config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+                " (model keys go in a [model] table)"
+            )
+        data = dict(data)
+        data["model"] = ModelConfig.from_dict(dict(data.get("model") or {}))
+        return cls(**data)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        model_overrides: dict[str, Any] | None = None,
+    ) -> TrainConfig:
+        """Defaults <- TOML (or JSON) file at `path` <- overrides; `None` overrides are ignored."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            data = read_config_file(Path(path))
+        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        model = dict(data.get("model") or {})
+        model.update({k: v for k, v in (model_overrides or {}).items() if v is not None})
+        data["model"] = model
+        return cls.from_dict(data)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A TOML config, or a run's config.json."""
+    if not path.exists():
+        raise UserError(f"config file not found: {path} (expected a TOML file, see `i2i train --help`)")
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot parse config file {path}: {exc}") from None

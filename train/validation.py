@@ -1,0 +1,131 @@
+"""Validation during training: val loss and Recall@K on the val pairs.
+
+The protocol is the shared one (`i2i.metrics`, NOTELLM2.md "How it is evaluated"):
+greedy unique val pairs, the pool is every val-split note that is not a query, rank
+the pool by dot product, Recall@K / MRR / NDCG@10. Every val-split note is embedded
+once (ranks embed contiguous shards and all-gather them), then every rank computes the
+same numbers, so the best-checkpoint decision agrees across ranks without a broadcast.
+
+Val loss is the training loss over the greedy unique pairs in batches of the training
+global batch size, computed from those same embeddings (no second forward; no note is
+twice in a batch, so the loss has no false negatives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from i2i import metrics
+from i2i.contracts import Note
+from train.data import NoteCollate, NoteDataset, NoteImageLoader, PairSplit
+from train.distributed import DistEnv, all_gather_rows
+
+# (batch on device) -> (multimodal (B, d), visual (B, d) or None), no grad, eval mode.
+EmbedFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
+# (query parts, target parts) -> scalar loss, each part (multimodal, visual or None).
+LossFn = Callable[
+    [tuple[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]], torch.Tensor
+]
+
+
+@dataclass(frozen=True)
+class ValSet:
+    """The val split laid out for the protocol; rows index `notes` (the embedding order)."""
+
+    notes: list[Note]  # every note of the val split, sorted by note_id
+    query_rows: np.ndarray  # (Q,) greedy unique queries
+    target_rows: np.ndarray  # (Q,) their targets
+    pool_rows: np.ndarray  # (P,) every split note that is not a query
+    target_in_pool: np.ndarray  # (Q,) position of each target within pool_rows
+
+
+def build_val_set(split: PairSplit, max_queries: int | None = None) -> ValSet:
+    """Greedy unique pairs (ordered by query id, then the pair file's rank) and the pool."""
+    rows = split.note_indices()
+    notes = sorted((split.notes[int(i)] for i in rows), key=lambda n: n["note_id"])
+    ids = [n["note_id"] for n in notes]
+    row_of = {nid: r for r, nid in enumerate(ids)}
+    q_ids = [split.notes[int(i)]["note_id"] for i in split.query]
+    t_ids = [split.notes[int(i)]["note_id"] for i in split.target]
+    order = sorted(range(len(q_ids)), key=lambda i: (q_ids[i], i))  # file order = rank order within a query
+    queries, targets = metrics.greedy_unique_pairs([q_ids[i] for i in order], [t_ids[i] for i in order])
+    if max_queries is not None:
+        queries, targets = queries[:max_queries], targets[:max_queries]
+    pool = metrics.candidate_pool(ids, queries)
+    pos_in_pool = {nid: p for p, nid in enumerate(pool)}
+    return ValSet(
+        notes=notes,
+        query_rows=np.array([row_of[q] for q in queries], dtype=np.int64),
+        target_rows=np.array([row_of[t] for t in targets], dtype=np.int64),
+        pool_rows=np.array([row_of[p] for p in pool], dtype=np.int64),
+        target_in_pool=np.array([pos_in_pool[t] for t in targets], dtype=np.int64),
+    )
+
+
+@torch.no_grad()
+def embed_notes(
+    notes: Sequence[Note],
+    embed: EmbedFn,
+    images: NoteImageLoader,
+    note_collator: Callable[..., dict[str, torch.Tensor]],
+    env: DistEnv,
+    batch_size: int,
+    num_workers: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Embed `notes` across ranks; every rank returns all (N, d) rows in order (+ visual)."""
+    n = len(notes)
+    lo, hi = env.rank * n // env.world_size, (env.rank + 1) * n // env.world_size  # contiguous shard
+    loader = DataLoader(
+        NoteDataset(notes[lo:hi], images),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=NoteCollate(note_collator),
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),  # keep the global RNG untouched (resume equality)
+    )
+    mm_parts: list[torch.Tensor] = []
+    vis_parts: list[torch.Tensor] = []
+    for batch, _counts in loader:
+        mm, vis = embed({k: v.to(env.device, non_blocking=True) for k, v in batch.items()})
+        mm_parts.append(mm.float())
+        if vis is not None:
+            vis_parts.append(vis.float())
+    mm_local = torch.cat(mm_parts) if mm_parts else torch.empty(0, 0, device=env.device)
+    vis_local = torch.cat(vis_parts) if vis_parts else None
+    # Every rank must join the collective even with an empty shard: give it the right width.
+    return all_gather_rows(mm_local, env), None if vis_local is None else all_gather_rows(vis_local, env)
+
+
+@torch.no_grad()
+def validate(
+    val: ValSet,
+    embed: EmbedFn,
+    loss_fn: LossFn,
+    images: NoteImageLoader,
+    note_collator: Callable[..., dict[str, torch.Tensor]],
+    env: DistEnv,
+    ks: Sequence[int],
+    loss_batch_pairs: int,
+    batch_size: int,
+    num_workers: int,
+) -> dict[str, float]:
+    """Val loss and the protocol's rank metrics (`recall@K`, `mrr`, `ndcg@10`, ...)."""
+    mm, vis = embed_notes(val.notes, embed, images, note_collator, env, batch_size, num_workers)
+    mm = torch.nn.functional.normalize(mm, dim=-1)  # the protocol ranks by normalised dot product
+    ranks = metrics.exact_target_ranks(mm[val.query_rows], mm[val.pool_rows], val.target_in_pool)
+    out = metrics.rank_metrics(ranks, pool_size=len(val.pool_rows), ks=ks)
+
+    losses = []
+    q_all, t_all = torch.as_tensor(val.query_rows), torch.as_tensor(val.target_rows)
+    size = min(loss_batch_pairs, len(q_all))
+    for start in range(0, len(q_all) - size + 1, size) if size >= 2 else []:
+        q, t = q_all[start : start + size], t_all[start : start + size]
+        part = lambda rows: (mm[rows], None if vis is None else vis[rows])  # noqa: E731
+        losses.append(float(loss_fn(part(q), part(t))))
+    out["val_loss"] = float(np.mean(losses)) if losses else float("nan")
+    return out
