@@ -1,10 +1,93 @@
-"""`i2i eval` (lands with issue 4)."""
+"""`i2i eval [RUN ...]`: the reference protocol on a pairs split, exact and through Qdrant."""
 
 from __future__ import annotations
 
-from i2i.commands._util import not_yet
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from i2i.errors import UserError
 
 
-def command() -> None:
-    """Not implemented yet (issue 4)."""
-    not_yet("eval", 4)
+def command(
+    runs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Training run (or checkpoint) directories; several with --compare."),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A run or checkpoint directory (same as giving RUN).")
+    ] = None,
+    compare: Annotated[
+        bool, typer.Option("--compare", help="Evaluate every RUN given and print them side by side.")
+    ] = False,
+    notes: Annotated[
+        Path | None, typer.Option(help="Notes Parquet (default: the one the run was trained on).")
+    ] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="mine-pairs directory or a split's Parquet (default: the run's).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Which split of --pairs to evaluate.")] = "test",
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            help="Synthetic truth.parquet for relation slices (default: beside the notes, if there)."
+        ),
+    ] = None,
+    image_root: Annotated[
+        Path | None, typer.Option(help="Folder relative image paths start from (default: the notes file's).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where report.json/md and recall_at_k.png go (default: the run dir; ./eval for none/many)."
+        ),
+    ] = None,
+    baselines: Annotated[bool, typer.Option(help="Also evaluate BM25 and image-only baselines.")] = True,
+    ann: Annotated[bool, typer.Option(help="Also run the queries through a Qdrant collection.")] = True,
+    short_chars: Annotated[
+        int | None, typer.Option(help="Short-text threshold in characters (default: the split's median).")
+    ] = None,
+    max_queries: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate at most this many queries.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Notes per model forward pass.")] = 32,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: auto).")] = None,
+) -> None:
+    """Recall@K, MRR and NDCG@10 of RUN(s) and baselines; writes report.json, report.md, a plot."""
+    from retriever.report import comparison_table, write_report
+    from retriever.runner import run_defaults, run_eval
+
+    chosen = [*(runs or []), *([checkpoint] if checkpoint else [])]
+    if len(chosen) > 1 and not compare:
+        raise UserError(
+            f"{len(chosen)} runs given ({', '.join(map(str, chosen))}); pass --compare to evaluate several"
+        )
+    defaults = run_defaults(chosen[0]) if chosen else {}
+    notes = notes or (Path(defaults["notes"]) if "notes" in defaults else None)
+    pairs = pairs or (Path(defaults["pairs"]) if "pairs" in defaults else None)
+    if notes is None or pairs is None:
+        raise UserError(
+            "say which data to evaluate: --notes notes.parquet --pairs PAIRS_DIR (the run records none)"
+        )
+    console = Console(stderr=True)
+    report = run_eval(
+        chosen,
+        notes,
+        pairs,
+        split,
+        truth,
+        image_root,
+        baselines=baselines,
+        ann=ann,
+        short_chars=short_chars,
+        max_queries=max_queries,
+        batch_size=batch_size,
+        device=device,
+        log=lambda msg: console.print(f"[dim]{msg}[/]"),
+    )
+    out = out or (chosen[0] if len(chosen) == 1 else Path("eval"))
+    paths = write_report(report, out)
+    Console().print(comparison_table(report))
+    console.print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")

@@ -1,0 +1,107 @@
+"""Baselines evaluated by the same harness, on the same pool, as the model.
+
+- BM25 (`bm25s`) on the note text (title + tags + content): the query note's text is the
+  query, the pool notes are the corpus.
+- Image only: frozen vision features (the CLS / pooled feature of a vision encoder),
+  L2-normalised, dot product. The encoder is the checkpoint's own frozen vision encoder
+  when it has one, else the offline ImageNet EfficientNet-Lite0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from i2i.contracts import Note, resolve_image
+from i2i.images import blank_image, load_image
+from retriever.evaluate import EvalSet
+
+
+def note_text(note: Note) -> str:
+    """What BM25 reads: title, tags and content."""
+    return " ".join([note.get("title") or "", " ".join(note.get("tags") or []), note.get("content") or ""])
+
+
+def bm25_scorer(eval_set: EvalSet) -> Callable[[list[int]], np.ndarray]:
+    """`score_rows` for `evaluate_scores`: BM25 scores of queries against the pool."""
+    import bm25s
+
+    corpus = bm25s.tokenize([note_text(n) for n in eval_set.pool], stopwords="en", show_progress=False)
+    index = bm25s.BM25()
+    index.index(corpus, show_progress=False)
+    queries = bm25s.tokenize(
+        [note_text(n) for n in eval_set.queries], stopwords="en", return_ids=False, show_progress=False
+    )
+    pool = len(eval_set.pool)
+
+    def score_rows(idx: list[int]) -> np.ndarray:
+        # Tokens unknown to the corpus score nothing; an empty query scores all zeros.
+        return np.stack(
+            [index.get_scores(queries[i]) if queries[i] else np.zeros(pool, np.float32) for i in idx]
+        )
+
+    return score_rows
+
+
+class VisionFeatureEmbedder:
+    """An `Embedder` that looks only at the image: frozen encoder CLS feature, normalised.
+
+    Notes without a readable image get the blank (grey) image's feature, and so tie with
+    each other; the harness ranks ties at their middle for score baselines.
+    """
+
+    def __init__(self, vision: Any, model_id: str, device: str | None = None) -> None:
+        self.vision = vision.eval()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.vision.to(self.device)
+        self.model_id = model_id
+        self.dim = int(vision.width)
+        self.broken_images = 0
+
+    def embed(
+        self, notes: Sequence[Note], image_root: str | Path | None = None, batch_size: int = 32
+    ) -> np.ndarray:
+        def load(note: Note) -> torch.Tensor:
+            path = resolve_image(note.get("image"), image_root)
+            image, ok = load_image(path) if path is not None and path.exists() else (blank_image(), False)
+            self.broken_images += int(not ok and path is not None)
+            return self.vision.transform(image)
+
+        out = np.zeros((len(notes), self.dim), np.float32)
+        with ThreadPoolExecutor(max_workers=4) as pool, torch.inference_mode():
+            for s in range(0, len(notes), batch_size):
+                pixels = torch.stack(list(pool.map(load, notes[s : s + batch_size]))).to(self.device)
+                cls, _ = self.vision(pixels)  # (b, width)
+                out[s : s + len(pixels)] = torch.nn.functional.normalize(cls.float(), dim=-1).cpu().numpy()
+        return out
+
+
+def image_only_embedder(
+    checkpoint: str | Path | None = None, device: str | None = None
+) -> VisionFeatureEmbedder:
+    """The checkpoint's frozen vision encoder, or EfficientNet-Lite0 (ImageNet) without one."""
+    from train.vision import build_vision
+
+    if checkpoint is not None:
+        from indexer.embedding import resolve_checkpoint
+        from train.checkpoint import load_checkpoint
+
+        ckpt = resolve_checkpoint(checkpoint)
+        model = load_checkpoint(ckpt)
+        if getattr(model, "vision", None) is not None:
+            return VisionFeatureEmbedder(model.vision, f"vision-of:{ckpt}", device)
+    return VisionFeatureEmbedder(build_vision("efficientnet-lite0"), "efficientnet-lite0-imagenet", device)
+
+
+def embedding_scorer(
+    embedder: Any, eval_set: EvalSet, image_root: str | Path | None = None, batch_size: int = 32
+) -> Callable[[list[int]], np.ndarray]:
+    """`score_rows` for `evaluate_scores` from an embedder (dot products against the pool)."""
+    q = embedder.embed(eval_set.queries, image_root=image_root, batch_size=batch_size)
+    p = embedder.embed(eval_set.pool, image_root=image_root, batch_size=batch_size)
+    return lambda idx: q[idx] @ p.T

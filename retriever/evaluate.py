@@ -1,0 +1,269 @@
+"""Offline evaluation: the reference protocol (i2i.metrics, NOTELLM2.md) on a pairs split.
+
+One harness for every method, so numbers are comparable:
+
+- `build_eval_set(notes, pairs, truth)`: greedy unique query/target pairs (pairs taken
+  in (query_id, rank) order), pool = split notes minus queries, text-length slices and,
+  with a synthetic platform's truth table, which factor made each pair related.
+- `evaluate_embedder(embedder, ...)`: embeds the split notes once, ranks the pool by
+  exact dot product (`i2i.metrics.exact_target_ranks`, chunked, CPU or GPU), and runs
+  the same queries through a Qdrant collection (a temporary embedded Qdrant Edge
+  collection of the pool, built like the production one) to report the ANN's recall
+  against exact and the metrics as served.
+- `evaluate_scores(score_rows, ...)`: any scorer of (queries x pool), e.g. BM25.
+
+Definitions (also written into every report):
+- "split notes": every note id appearing in the split's pairs (query or target) that is
+  in the notes table; pairs naming a note missing from the table are dropped and counted.
+- text length: characters of title + content. Short means <= `short_chars`, which
+  defaults to the median text length of the split's notes (so both halves are
+  populated); pass `short_chars` to fix it across datasets.
+- ties: embeddings rank with the shared protocol (1 + pool items scoring strictly
+  higher). Score baselines (BM25, image-only) produce large exact ties (a query with no
+  matching word scores the whole pool 0), so they rank a target at the middle of its
+  tie group (the expected rank under random tie-breaking) rather than at its top.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from i2i.contracts import Embedder, Note, notes_to_dicts
+from i2i.errors import UserError
+from i2i.metrics import (
+    DEFAULT_KS,
+    candidate_pool,
+    exact_target_ranks,
+    exact_top_k,
+    greedy_unique_pairs,
+    rank_metrics,
+)
+
+ANN_RECALL_K = 10
+
+
+@dataclass
+class EvalSet:
+    """The queries, their targets and the candidate pool of one split."""
+
+    split: str
+    queries: list[Note]
+    targets: list[str]
+    pool: list[Note]
+    target_index: np.ndarray  # row of each query's target in `pool`
+    slices: dict[str, np.ndarray]  # slice name -> boolean mask over queries
+    short_chars: int
+    dropped_pairs: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _text_len(note: Note) -> int:
+    return len(note.get("title") or "") + len(note.get("content") or "")
+
+
+def build_eval_set(
+    notes: pl.DataFrame,
+    pairs: pl.DataFrame,
+    truth: pl.DataFrame | None = None,
+    split: str = "test",
+    short_chars: int | None = None,
+    max_queries: int | None = None,
+) -> EvalSet:
+    """Greedy unique pairs, pool and slices of one split (see the module docstring)."""
+    missing = [c for c in ("query_id", "target_id", "rank") if c not in pairs.columns]
+    if missing:
+        raise UserError(
+            f"pairs of split {split!r} lack column(s) {', '.join(missing)}; "
+            "expected query_id, target_id, rank"
+        )
+    known = set(notes["note_id"].to_list())
+    pairs = pairs.with_columns(pl.col("query_id").cast(pl.Utf8), pl.col("target_id").cast(pl.Utf8))
+    ok = pairs["query_id"].is_in(list(known)) & pairs["target_id"].is_in(list(known))
+    dropped = int((~ok).sum())
+    pairs = pairs.filter(ok).sort(["query_id", "rank"])
+    if pairs.is_empty():
+        raise UserError(
+            f"split {split!r} has no pairs whose notes are in the notes table ({dropped} dropped); "
+            "check that --notes and --pairs come from the same data"
+        )
+    split_ids = set(pairs["query_id"].to_list()) | set(pairs["target_id"].to_list())
+    q_ids, t_ids = greedy_unique_pairs(pairs["query_id"].to_list(), pairs["target_id"].to_list())
+    if max_queries is not None:
+        q_ids, t_ids = q_ids[:max_queries], t_ids[:max_queries]
+    pool_ids = candidate_pool(split_ids, q_ids)
+    by_id = {n["note_id"]: n for n in notes_to_dicts(notes.filter(pl.col("note_id").is_in(list(split_ids))))}
+    pool = [by_id[i] for i in pool_ids]
+    row = {nid: i for i, nid in enumerate(pool_ids)}
+    queries = [by_id[i] for i in q_ids]
+
+    lengths = np.array([_text_len(by_id[i]) for i in sorted(split_ids)])
+    threshold = int(np.median(lengths)) if short_chars is None else int(short_chars)
+    q_len = np.array([_text_len(n) for n in queries])
+    t_len = np.array([_text_len(by_id[t]) for t in t_ids])
+    slices = {
+        "query_text=short": q_len <= threshold,
+        "query_text=long": q_len > threshold,
+        "target_text=short": t_len <= threshold,
+        "target_text=long": t_len > threshold,
+    }
+    if truth is not None:
+        from pipeline.synth import pair_relation
+
+        relation = np.array(pair_relation(truth, q_ids, t_ids))
+        for factor in ("text", "image", "both", "none"):
+            slices[f"relation={factor}"] = relation == factor
+    return EvalSet(
+        split=split,
+        queries=queries,
+        targets=t_ids,
+        pool=pool,
+        target_index=np.array([row[t] for t in t_ids], dtype=np.int64),
+        slices=slices,
+        short_chars=threshold,
+        dropped_pairs=dropped,
+        info={"split_notes": len(split_ids), "pairs": pairs.height},
+    )
+
+
+def summarize_ranks(ranks: np.ndarray, es: EvalSet, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+    """Protocol metrics over all queries and per slice (slices with no query are left out)."""
+    out: dict[str, Any] = {"metrics": rank_metrics(ranks, len(es.pool), ks), "slices": {}}
+    for name, mask in es.slices.items():
+        if mask.any():
+            out["slices"][name] = rank_metrics(ranks[mask], len(es.pool), ks)
+    return out
+
+
+def _device(device: str | None) -> str:
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate_ann(
+    query_emb: np.ndarray,
+    pool_emb: np.ndarray,
+    es: EvalSet,
+    k: int = 100,
+    hnsw: Any = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """The same queries through a temporary Qdrant Edge collection of the pool.
+
+    Returns recall@10 of the ANN top-10 against the exact top-10, the served metrics
+    (Recall@K for the K <= k; a target beyond the k returned counts as a miss), query
+    latency, and how many pool vectors sat in HNSW-indexed segments (0 means Qdrant
+    answered by full scan, as it does for small collections, so recall is 1 by design).
+    """
+    from indexer.edge import EdgeStore
+    from indexer.store import CollectionMeta, HnswParams, point_id
+
+    k = min(k, len(es.pool))
+    pool_pids = [point_id(n["note_id"]) for n in es.pool]
+    with tempfile.TemporaryDirectory(prefix="i2i-eval-") as tmp:
+        store = EdgeStore(Path(tmp) / "pool", hnsw=hnsw or HnswParams())
+        store.create(CollectionMeta(model_id="eval-pool", dim=int(pool_emb.shape[1])))
+        for s in range(0, len(pool_pids), 4096):
+            payloads = [{"note_id": n["note_id"]} for n in es.pool[s : s + 4096]]
+            store.upsert(pool_pids[s : s + 4096], pool_emb[s : s + 4096], payloads)
+        store.optimize()
+        indexed = store.indexed_vectors()
+        t0 = time.perf_counter()
+        hits = []
+        for s in range(0, len(query_emb), 256):
+            hits.extend(store.query_batch(query_emb[s : s + 256], k))
+        seconds = time.perf_counter() - t0
+        store.close()
+    row = {pid: i for i, pid in enumerate(pool_pids)}
+    ann_idx = [[row[h.id] for h in q] for q in hits]
+    top = min(ANN_RECALL_K, k)
+    exact_scores, _ = exact_top_k(query_emb, pool_emb, top, device=_device(device))
+    # An ANN hit is right when it scores at least the exact top-k's last score: items
+    # tied at the boundary are interchangeable (identical notes give identical vectors).
+    threshold = exact_scores[:, top - 1] - 1e-5
+    hits_ok = [np.sum(pool_emb[a[:top]] @ query_emb[i] >= threshold[i]) / top for i, a in enumerate(ann_idx)]
+    recall = float(np.mean(hits_ok))
+    ranks = np.array(
+        [
+            (a.index(t) + 1) if t in a else len(es.pool) + 1
+            for a, t in zip(ann_idx, es.target_index.tolist(), strict=True)
+        ]
+    )
+    served = summarize_ranks(ranks, es, [kk for kk in DEFAULT_KS if kk <= k])
+    return {
+        f"recall@{ANN_RECALL_K}_vs_exact": recall,
+        "k": k,
+        "indexed_vectors": indexed,
+        "pool": len(es.pool),
+        "queries_per_s": len(query_emb) / seconds if seconds > 0 else float("nan"),
+        "served": served["metrics"],
+    }
+
+
+def evaluate_embedder(
+    embedder: Embedder,
+    eval_set: EvalSet,
+    image_root: str | Path | None = None,
+    *,
+    name: str | None = None,
+    ann: bool = True,
+    ann_k: int = 100,
+    hnsw: Any = None,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 32,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Embed the split's notes with `embedder`, rank exactly, and (ann) through Qdrant."""
+    t0 = time.perf_counter()
+    notes = eval_set.queries + eval_set.pool
+    emb = np.asarray(embedder.embed(notes, image_root=image_root, batch_size=batch_size), dtype=np.float32)
+    q, p = emb[: len(eval_set.queries)], emb[len(eval_set.queries) :]
+    embed_s = time.perf_counter() - t0
+    ranks = exact_target_ranks(q, p, eval_set.target_index, device=_device(device))
+    result: dict[str, Any] = {
+        "name": name or embedder.model_id,
+        "kind": "embedding",
+        "model_id": embedder.model_id,
+        "dim": int(embedder.dim),
+        "embed_seconds": embed_s,
+        **summarize_ranks(ranks, eval_set, ks),
+    }
+    if ann:
+        result["ann"] = evaluate_ann(q, p, eval_set, k=ann_k, hnsw=hnsw, device=device)
+    return result
+
+
+def tie_aware_ranks(scores: np.ndarray, target_index: np.ndarray) -> np.ndarray:
+    """1 + items scoring higher + half the *other* items scoring the same, per row."""
+    t = scores[np.arange(len(scores)), target_index][:, None]
+    higher = (scores > t).sum(axis=1)
+    ties = (scores == t).sum(axis=1) - 1
+    return 1.0 + higher + ties / 2.0
+
+
+def evaluate_scores(
+    score_rows: Callable[[list[int]], np.ndarray],
+    eval_set: EvalSet,
+    name: str,
+    ks: Sequence[int] = DEFAULT_KS,
+    chunk: int = 256,
+) -> dict[str, Any]:
+    """Evaluate any scorer: `score_rows(query_indices) -> (len, pool)` scores, higher better."""
+    t0 = time.perf_counter()
+    ranks = np.empty(len(eval_set.queries), dtype=np.float64)
+    for s in range(0, len(eval_set.queries), chunk):
+        idx = list(range(s, min(s + chunk, len(eval_set.queries))))
+        ranks[s : s + len(idx)] = tie_aware_ranks(np.asarray(score_rows(idx)), eval_set.target_index[idx])
+    return {
+        "name": name,
+        "kind": "scores",
+        "score_seconds": time.perf_counter() - t0,
+        **summarize_ranks(ranks, eval_set, ks),
+    }

@@ -1,0 +1,124 @@
+"""`run_eval`: evaluate checkpoints and baselines on one split, as `i2i eval` does."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from i2i.contracts import read_notes
+from i2i.errors import UserError
+from retriever.evaluate import build_eval_set, evaluate_embedder, evaluate_scores
+
+DEFINITIONS = [
+    "pairs are taken greedily in (query_id, rank) order so that no note is used twice, as query or target",
+    "pool = every note of the split's pairs that is not a query; rank = 1 + pool notes scoring higher",
+    "embeddings: exact dot product of L2-normalised vectors (chunked brute force)",
+    "BM25 and image-only: a target tied with others ranks at the middle of its tie group",
+    "ANN: the same query vectors through a temporary Qdrant Edge collection of the pool "
+    "(production HNSW settings); recall@10 vs exact = overlap of ANN and exact top-10",
+    "short/long: title + content characters <= / > short_chars (default: the split's median)",
+    "relation=text/image/both/none: which synthetic factor the query and target share (truth.parquet)",
+]
+
+
+def read_split(pairs: str | Path, split: str) -> tuple[pl.DataFrame, Path]:
+    """The pairs of `split` from a mine-pairs directory (or a Parquet file given directly)."""
+    path = Path(pairs)
+    if path.is_dir():
+        path = path / f"{split}.parquet"
+    if not path.exists():
+        raise UserError(f"pairs file not found: {path} (expected {split}.parquet from `i2i mine-pairs`)")
+    try:
+        return pl.read_parquet(path), path
+    except Exception as exc:
+        raise UserError(f"cannot read pairs file {path}: {exc}") from None
+
+
+def run_defaults(run: str | Path) -> dict[str, Any]:
+    """`notes` and `pairs` recorded in a training run's config.json, if any."""
+    f = Path(run) / "config.json"
+    try:
+        cfg = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: cfg[k] for k in ("notes", "pairs") if isinstance(cfg.get(k), str)}
+
+
+def _unique(name: str, taken: dict[str, Any]) -> str:
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name}-{i}", i + 1
+    return out
+
+
+def run_eval(
+    checkpoints: Sequence[str | Path],
+    notes: str | Path,
+    pairs: str | Path,
+    split: str = "test",
+    truth: str | Path | None = None,
+    image_root: str | Path | None = None,
+    *,
+    baselines: bool = True,
+    ann: bool = True,
+    short_chars: int | None = None,
+    max_queries: int | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Evaluate each checkpoint (and BM25 / image-only baselines) on one split."""
+    from indexer.embedding import load_embedder
+
+    notes = Path(notes)
+    image_root = Path(image_root) if image_root is not None else notes.parent
+    notes_df = read_notes(notes)
+    pairs_df, pairs_file = read_split(pairs, split)
+    truth_path = Path(truth) if truth is not None else notes.parent / "truth.parquet"
+    if truth is not None and not truth_path.exists():
+        raise UserError(f"truth file not found: {truth_path} (a synthetic platform's truth.parquet)")
+    truth_df = pl.read_parquet(truth_path) if truth_path.exists() else None
+    es = build_eval_set(notes_df, pairs_df, truth_df, split, short_chars=short_chars, max_queries=max_queries)
+    log(f"split {split}: {len(es.queries)} queries, pool {len(es.pool)} ({es.dropped_pairs} pairs dropped)")
+
+    methods: dict[str, Any] = {}
+    for ckpt in checkpoints:
+        log(f"embedding with {ckpt}")
+        embedder = load_embedder(ckpt, device=device)
+        name = _unique(Path(ckpt).resolve().name, methods)
+        res = evaluate_embedder(
+            embedder, es, image_root, name=name, ann=ann, batch_size=batch_size, device=device
+        )
+        res["checkpoint"] = str(ckpt)
+        methods[name] = res
+    if baselines:
+        from retriever.baselines import bm25_scorer, embedding_scorer, image_only_embedder
+
+        log("baseline: BM25")
+        methods["bm25"] = evaluate_scores(bm25_scorer(es), es, "bm25")
+        log("baseline: image only (frozen vision features)")
+        vision = image_only_embedder(checkpoints[0] if checkpoints else None, device=device)
+        methods["image-only"] = evaluate_scores(
+            embedding_scorer(vision, es, image_root, batch_size), es, "image-only"
+        )
+        methods["image-only"]["model_id"] = vision.model_id
+    if not methods:
+        raise UserError("nothing to evaluate: give a checkpoint (RUN) or keep the baselines on")
+    return {
+        "split": split,
+        "notes_file": str(notes),
+        "pairs_file": str(pairs_file),
+        "truth_file": str(truth_path) if truth_df is not None else None,
+        "queries": len(es.queries),
+        "pool": len(es.pool),
+        "dropped_pairs": es.dropped_pairs,
+        "short_chars": es.short_chars,
+        "definitions": DEFINITIONS,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "methods": methods,
+    }
