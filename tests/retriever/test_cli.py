@@ -1,0 +1,102 @@
+"""`i2i index`, `i2i related`, `i2i eval` end to end with tiny real checkpoints (no mocks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from i2i.cli import app
+from i2i.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two training run directories with tiny random checkpoints: a/best and b/last."""
+    from train.checkpoint import save_checkpoint
+    from train.model import build_model
+    from train.testing import tiny_model_config
+
+    root = tmp_path_factory.mktemp("runs")
+    for name, sub, seed in (("a", "best", 0), ("b", "last", 1)):
+        torch.manual_seed(seed)
+        save_checkpoint(build_model(tiny_model_config()), root / name / sub)
+    return root / "a", root / "b"
+
+
+def _invoke(*args: object) -> tuple[int, str]:
+    """Run the real app; a `UserError` counts as `main()` reports it: exit 2 and its message.
+
+    (i2i.cli wraps some commands so CliRunner already sees exit 2; this holds either way.)
+    """
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if isinstance(result.exception, UserError):
+        return 2, result.output + str(result.exception)
+    return result.exit_code, result.output
+
+
+def test_index_related_end_to_end(runs: tuple[Path, Path], synth_platform: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.parquet"
+    pl.read_parquet(synth_platform / "notes.parquet").head(24).write_parquet(notes)
+    ws = tmp_path / "ws"
+    common = ("--workspace", ws, "--image-root", synth_platform)
+
+    code, out = _invoke("index", notes, "--checkpoint", runs[0], *common, "--batch-size", "8")
+    assert code == 0, out
+    assert "24 / 0 / 0" in out and "points in collection" in out
+
+    code, out = _invoke("index", notes, "--checkpoint", runs[0], *common)
+    assert code == 0, out
+    assert "0 / 0 / 24" in out  # idempotent: nothing new, nothing embedded
+
+    code, out = _invoke("index", notes, "--checkpoint", runs[1], *common)
+    assert code == 2 and "refusing to mix" in out and "--recreate" in out
+
+    code, out = _invoke("related", "n000003", "-k", "5", "--json", "--workspace", ws)
+    assert code == 0, out
+    answer = json.loads(out)
+    ids = [r["note_id"] for r in answer["related"]]
+    assert len(ids) == 5 and "n000003" not in ids
+    assert [r["rank"] for r in answer["related"]] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in answer["related"]]
+    assert scores == sorted(scores, reverse=True)
+
+    code, out = _invoke("related", "n000003", "--workspace", ws)
+    assert code == 0 and "related to n000003" in out
+
+    code, out = _invoke("related", "no-such-note", "--workspace", ws)
+    assert code == 2 and "no-such-note" in out and "not in" in out
+
+    code, out = _invoke("related", "n000003", "--workspace", ws, "--collection", "other")
+    assert code == 2 and "i2i index" in out
+
+    code, out = _invoke("index", notes, "--checkpoint", runs[1], *common, "--recreate")
+    assert code == 0 and "recreated" in out
+
+
+def test_eval_writes_reports_and_compares(
+    runs: tuple[Path, Path], synth_platform: Path, synth_pairs: Path
+) -> None:
+    data = ("--notes", synth_platform / "notes.parquet", "--pairs", synth_pairs)
+    code, out = _invoke("eval", runs[0], *data)
+    assert code == 0, out
+    report = json.loads((runs[0] / "report.json").read_text())
+    assert set(report["methods"]) == {"a", "bm25", "image-only"}
+    assert "relation=image" in report["methods"]["a"]["slices"]
+    assert report["methods"]["a"]["ann"]["recall@10_vs_exact"] == pytest.approx(1.0)  # small pool: full scan
+    assert (runs[0] / "report.md").exists() and (runs[0] / "recall_at_k.png").exists()
+
+    code, out = _invoke("eval", runs[0], runs[1], *data)
+    assert code == 2 and "--compare" in out
+
+    out_dir = runs[0].parent / "cmp"
+    code, out = _invoke("eval", "--compare", runs[0], runs[1], *data, "--no-baselines", "--out", out_dir)
+    assert code == 0, out
+    assert set(json.loads((out_dir / "report.json").read_text())["methods"]) == {"a", "b"}
+
+    code, out = _invoke("eval", runs[0], "--pairs", synth_pairs)
+    assert code == 2 and "--notes" in out
