@@ -47,6 +47,7 @@ DEFAULT_MAX_EVENTS_PER_USER = 1000
 DEFAULT_CHUNK_ROWS = 8_000_000  # candidate (user, query, target) rows expanded at once
 _FIXED = 2.0**40  # fixed-point scale for summing 1 / N_u exactly
 SCORE_DECIMALS = 9
+_DROPS = ("dropped_min_score", "dropped_max_score", "dropped_cross_split", "dropped_top_k")
 
 # progress(stage, done, total): total None for a stage without a known length.
 Progress = Callable[[str, int, int | None], None]
@@ -106,14 +107,36 @@ def mine_pairs(
     users = ev["u"].to_numpy()
     notes = ev["n"].to_numpy()
     ts = ev["t"].to_numpy()
+    del ev
     note_ids: list[str] = counts.pop("_note_ids")
-    weight = _user_weights(users, notes, weighting)
-    agg, user_pairs = _co_views(users, notes, ts, weight, window_us, chunk_rows, report)
-    counts["user_pairs"] = user_pairs
-    counts["distinct_pairs"] = agg.height
-
-    pairs, drop = _select(agg, note_ids, weighting, min_score, max_score, shares, seed, top_k)
-    counts.update(drop)
+    scoring = _Scoring(
+        weight=_user_weights(users, notes, weighting),
+        split=assign_splits(note_ids, shares, seed),
+        weighting=weighting,
+        min_score=min_score,
+        max_score=max_score,
+        top_k=top_k,
+        n_users=int(users.max()) + 1,
+        n_notes=len(note_ids),
+    )
+    j_lo, cand, ranges = _co_views(users, notes, ts, window_us, chunk_rows)
+    del ts
+    for key in ("user_pairs", "distinct_pairs", *_DROPS):
+        counts[key] = 0
+    parts = []
+    for c, (q_lo, q_hi) in enumerate(ranges):
+        report("co-viewing", c, len(ranges))
+        parts.append(_chunk_pairs(q_lo, q_hi, users, notes, j_lo, cand, scoring, counts))
+    report("co-viewing", len(ranges), len(ranges))
+    ids = pl.Series("id", note_ids, dtype=pl.Utf8)
+    ranked = pl.concat(parts)
+    pairs = ranked.select(
+        ids.gather(ranked["q"]).alias("query_id"),
+        ids.gather(ranked["t"]).alias("target_id"),
+        "score",
+        "rank",
+        "split",
+    )
     per_split = {name: pairs.filter(pl.col("split") == i).drop("split") for i, name in enumerate(SPLITS)}
     summary = {
         "inputs": {"logs": str(logs), "files": [str(f) for f in files]},
@@ -283,56 +306,40 @@ def _co_views(
     users: np.ndarray,
     notes: np.ndarray,
     ts: np.ndarray,
-    weight: np.ndarray,
     window_us: int,
     chunk_rows: int,
-    report: Progress,
-) -> tuple[pl.DataFrame, int]:
-    """Every (query, target) with its user count and fixed-point weight sum.
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Each event's partner run and the query-note ranges to expand one at a time.
 
-    Events are sorted by (user, t, note). For event i the partners j satisfy
-    t_i <= t_j <= t_i + window within the same user: the contiguous run
-    [first index with (u_i, t_i), last index with t <= t_i + window].
+    Events are sorted by (user, t, note). The partners j of event i (same user,
+    t_i <= t_j <= t_i + window) form one contiguous run [j_lo, j_hi): j_lo is the first
+    event of the user at t_i (equal timestamps count both ways), j_hi comes from one
+    searchsorted. Runs include i itself and same-note partners; those are dropped later.
+    Query notes are cut into ranges of about `chunk_rows` candidate rows each.
     """
     n = len(users)
     idx = np.arange(n, dtype=np.int64)
-    # j_lo: first event of the same user with the same timestamp (equal times count both ways).
     new_time = np.r_[True, (users[1:] != users[:-1]) | (ts[1:] != ts[:-1])]
     j_lo = np.maximum.accumulate(np.where(new_time, idx, 0))
-    j_hi = _window_ends(users, ts, window_us)  # exclusive
-    cand = j_hi - j_lo  # includes the event itself; self and same-note partners are removed later
-    starts, _ = _runs(users)
-    per_user = np.add.reduceat(cand, starts) if n else np.zeros(0, np.int64)
+    cand = _window_ends(users, ts, window_us) - j_lo
+    del idx, new_time
 
-    # Chunks of whole users with about chunk_rows candidate rows each.
-    bounds = [0]
-    acc = 0
-    for k, c in enumerate(per_user.tolist()):
-        if acc and acc + c > chunk_rows:
-            bounds.append(int(starts[k]))
-            acc = 0
-        acc += c
-    bounds.append(n)
-
-    partials: list[pl.DataFrame] = []
-    user_pairs = 0
     n_notes = int(notes.max()) + 1
-    for c, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-        report("co-viewing", c, len(bounds) - 1)
-        part, count = _chunk_pairs(users[lo:hi], notes[lo:hi], j_lo[lo:hi] - lo, cand[lo:hi], weight, n_notes)
-        partials.append(part)
-        user_pairs += count
-    report("co-viewing", len(bounds) - 1, len(bounds) - 1)
-    agg = pl.concat(partials) if len(partials) > 1 else partials[0]
-    if len(partials) > 1:
-        agg = agg.group_by("pair").agg(pl.col("users").sum(), pl.col("w").sum())
-    agg = agg.select(
-        (pl.col("pair") // n_notes).cast(pl.UInt32).alias("q"),
-        (pl.col("pair") % n_notes).cast(pl.UInt32).alias("t"),
-        "users",
-        "w",
-    )
-    return agg, user_pairs
+    n_users = int(users.max()) + 1
+    # A chunk's dedup key is (query - first query, target, user) packed into 64 bits.
+    max_notes = (2**64 - 1) // (n_notes * n_users)
+    if max_notes < 1:
+        raise UserError(
+            f"{n_notes:,} notes x {n_users:,} users is too large to mine in one run; "
+            "split the logs by user and sum the partial pair counts"
+        )
+    per_note = np.cumsum(np.bincount(notes, weights=cand, minlength=n_notes))
+    cuts = np.searchsorted(per_note, np.arange(chunk_rows, per_note[-1], chunk_rows), side="right")
+    bounds = sorted({0, n_notes, *(int(c) for c in cuts if 0 < c < n_notes)})
+    ranges = []
+    for lo, hi in itertools.pairwise(bounds):
+        ranges += [(a, min(hi, a + max_notes)) for a in range(lo, hi, max_notes)]
+    return j_lo, cand, ranges
 
 
 def _window_ends(users: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
@@ -360,80 +367,90 @@ def _window_ends(users: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarra
     return out
 
 
+@dataclass
+class _Scoring:
+    """What turns a chunk's co-views into ranked pairs (the same for every chunk)."""
+
+    weight: np.ndarray  # fixed-point weight per user
+    split: np.ndarray  # split index per note
+    weighting: str
+    min_score: float | None
+    max_score: float | None
+    top_k: int
+    n_users: int
+    n_notes: int
+
+
 def _chunk_pairs(
+    q_lo: int,
+    q_hi: int,
     users: np.ndarray,
     notes: np.ndarray,
     j_lo: np.ndarray,
     cand: np.ndarray,
-    weight: np.ndarray,
-    n_notes: int,
-) -> tuple[pl.DataFrame, int]:
-    """Expand one chunk's windows into (user, pair) rows, dedup per user, sum per pair."""
-    total = int(cand.sum())
-    q_idx = np.repeat(np.arange(len(users), dtype=np.int64), cand)
-    # Offset of each row within its event's run: 0, 1, ..., cand_i - 1.
-    run_start = np.repeat(np.cumsum(cand) - cand, cand)
-    t_idx = np.repeat(j_lo, cand) + (np.arange(total, dtype=np.int64) - run_start)
-    q = notes[q_idx]
-    t = notes[t_idx]
-    keep = q != t
-    pair = q[keep].astype(np.uint64) * np.uint64(n_notes) + t[keep].astype(np.uint64)
-    u = users[q_idx[keep]]
-    del q_idx, t_idx, run_start, q, t, keep
-    rows = pl.DataFrame({"u": u, "pair": pair}).unique()
-    agg = (
-        rows.with_columns(w=weight[rows["u"].to_numpy()])
-        .group_by("pair")
-        .agg(pl.len().cast(pl.Int64).alias("users"), pl.col("w").sum())
-    )
-    return agg, rows.height
+    sc: _Scoring,
+    counts: dict[str, int],
+) -> pl.DataFrame:
+    """Ranked pairs for the query notes in [q_lo, q_hi): expand, dedup, score, top-k.
 
-
-def _select(
-    agg: pl.DataFrame,
-    note_ids: list[str],
-    weighting: str,
-    min_score: float | None,
-    max_score: float | None,
-    shares: tuple[float, float, float],
-    seed: int,
-    top_k: int,
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Score, threshold, split-filter and top-k the aggregated pairs."""
-    if weighting == "users":
-        score = pl.col("users").cast(pl.Float64)
+    Pairs with different query notes never meet, so each chunk is final on its own:
+    memory is bounded by the chunk and the (top-k) output.
+    """
+    events = np.flatnonzero((notes >= q_lo) & (notes < q_hi))
+    run = cand[events]
+    total = int(run.sum())
+    # (row) -> query event and target event; targets run j_lo[i], j_lo[i] + 1, ...
+    q_ev = np.repeat(events, run)
+    t_ev = np.repeat(j_lo[events] - (np.cumsum(run) - run), run)
+    t_ev += np.arange(total, dtype=np.int64)
+    q_note = notes[q_ev]
+    t_note = notes[t_ev]
+    keep = q_note != t_note
+    # (query, target, user) in one uint64; sorting it dedups users and groups pairs.
+    key = (q_note[keep] - np.uint32(q_lo)).astype(np.uint64) * np.uint64(sc.n_notes)
+    key += t_note[keep]
+    key *= np.uint64(sc.n_users)
+    key += users[q_ev[keep]]
+    del q_ev, t_ev, q_note, t_note, keep
+    key.sort()
+    if len(key):
+        key = key[np.r_[True, key[1:] != key[:-1]]]
+    counts["user_pairs"] += len(key)
+    pair, user = np.divmod(key, np.uint64(sc.n_users))
+    del key
+    starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.zeros(0, np.int64)
+    n_users = np.diff(np.r_[starts, len(pair)])
+    query, target = np.divmod(pair[starts], np.uint64(sc.n_notes))
+    query = (query + np.uint64(q_lo)).astype(np.uint32)
+    target = target.astype(np.uint32)
+    if sc.weighting == "users":
+        score = n_users.astype(np.float64)
     else:
-        score = (pl.col("w").cast(pl.Float64) / _FIXED).round(SCORE_DECIMALS)
-    df = agg.select("q", "t", score.alias("score"))
-    drop: dict[str, int] = {}
-    n0 = df.height
-    if min_score is not None:
-        df = df.filter(pl.col("score") >= min_score)
-    drop["dropped_min_score"] = n0 - df.height
-    n1 = df.height
-    if max_score is not None:
-        df = df.filter(pl.col("score") <= max_score)
-    drop["dropped_max_score"] = n1 - df.height
+        wsum = np.add.reduceat(sc.weight[user], starts) if len(starts) else np.zeros(0, np.int64)
+        score = np.round(wsum / _FIXED, SCORE_DECIMALS)
+    del pair, user
+    counts["distinct_pairs"] += len(score)
 
-    split = assign_splits(note_ids, shares, seed)
-    df = df.with_columns(split=split[df["q"].to_numpy()], _ts=split[df["t"].to_numpy()])
-    n2 = df.height
-    df = df.filter(pl.col("split") == pl.col("_ts")).drop("_ts")
-    drop["dropped_cross_split"] = n2 - df.height
+    keep = np.ones(len(score), bool)
+    if sc.min_score is not None:
+        low = score < sc.min_score
+        counts["dropped_min_score"] += int(low.sum())
+        keep &= ~low
+    if sc.max_score is not None:
+        high = keep & (score > sc.max_score)
+        counts["dropped_max_score"] += int(high.sum())
+        keep &= ~high
+    q_split = sc.split[query]
+    cross = keep & (q_split != sc.split[target])
+    counts["dropped_cross_split"] += int(cross.sum())
+    keep &= ~cross
 
-    df = df.sort(["q", "score", "t"], descending=[False, True, False])
+    df = pl.DataFrame(
+        {"q": query[keep], "t": target[keep], "score": score[keep], "split": q_split[keep]}
+    ).sort(["q", "score", "t"], descending=[False, True, False])
     q = df["q"].to_numpy()
     starts, lengths = _runs(q)
     rank = np.arange(len(q)) - np.repeat(starts, lengths) + 1
-    n3 = df.height
-    ids = pl.Series("id", note_ids, dtype=pl.Utf8)
-    df = df.with_columns(pl.Series("rank", rank, dtype=pl.Int32)).filter(pl.col("rank") <= top_k)
-    df = df.select(
-        ids.gather(df["q"]).alias("query_id"),
-        ids.gather(df["t"]).alias("target_id"),
-        "score",
-        "rank",
-        "split",
-    )
-    drop["dropped_top_k"] = n3 - df.height
-    return df, drop
+    top = df.with_columns(pl.Series("rank", rank, dtype=pl.Int32)).filter(pl.col("rank") <= sc.top_k)
+    counts["dropped_top_k"] += df.height - top.height
+    return top
