@@ -105,3 +105,21 @@ def embedding_scorer(
     q = embedder.embed(eval_set.queries, image_root=image_root, batch_size=batch_size)
     p = embedder.embed(eval_set.pool, image_root=image_root, batch_size=batch_size)
     return lambda idx: q[idx] @ p.T
+
+
+class BlankedEmbedder:
+    """A NoteEmbedder seeing one modality only: `blank="image"` (grey images) or "text"
+    (empty title, tags and content). Lets the harness measure what each modality adds."""
+
+    def __init__(self, embedder: Any, blank: str) -> None:
+        if blank not in ("image", "text"):
+            raise ValueError(f"blank must be 'image' or 'text', got {blank!r}")
+        self.inner = embedder
+        self.blank = blank
+        self.dim = embedder.dim
+        self.model_id = f"{embedder.model_id}+blank-{blank}"
+
+    def embed(
+        self, notes: Sequence[Note], image_root: str | Path | None = None, batch_size: int = 32
+    ) -> np.ndarray:
+        return self.inner.embed(notes, image_root=image_root, batch_size=batch_size, blank=self.blank)

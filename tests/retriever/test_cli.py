@@ -100,3 +100,18 @@ def test_eval_writes_reports_and_compares(
 
     code, out = _invoke("eval", runs[0], "--pairs", synth_pairs)
     assert code == 2 and "--notes" in out
+
+
+def test_blanked_embedder_sees_one_modality(runs: tuple[Path, Path]) -> None:
+    import numpy as np
+
+    from indexer.embedding import load_embedder
+    from retriever.baselines import BlankedEmbedder
+    from train.testing import tiny_notes
+
+    notes = tiny_notes(4)  # no images: blanking the image changes nothing, blanking text does
+    full = load_embedder(runs[0])
+    np.testing.assert_allclose(BlankedEmbedder(full, "image").embed(notes), full.embed(notes), atol=1e-5)
+    no_text = BlankedEmbedder(full, "text").embed(notes)
+    assert np.allclose(no_text, no_text[0], atol=1e-5)  # every note looks the same without text
+    assert not np.allclose(no_text, full.embed(notes), atol=1e-3)
