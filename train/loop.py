@@ -125,7 +125,7 @@ def _train(
         model.enable_gradient_checkpointing()
     model.to(env.device).train()
     autocast = _autocast(cfg.precision, env.device)
-    images = NoteImageLoader(cfg.images, model.vision.transform if model.vision is not None else None)
+    images = NoteImageLoader(_image_root(cfg), model.vision.transform if model.vision is not None else None)
     collate = PairCollate(model.collator)
 
     sampler = PairBatchSampler(
@@ -153,7 +153,9 @@ def _train(
         _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
         say(f"resuming {run_dir} at step {state['step']} of {total_steps}")
     elif env.is_main:
-        write_json_atomic(run_dir / "config.json", cfg.to_dict())
+        # Absolute data paths, so `i2i eval RUN` and `--resume` work from any directory.
+        resolved = {k: str(Path(v).resolve()) for k in ("notes", "images", "pairs") if (v := getattr(cfg, k))}
+        write_json_atomic(run_dir / "config.json", {**cfg.to_dict(), **resolved})
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     ddp_model = (
         DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
@@ -351,6 +353,16 @@ def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContex
     if not torch.cuda.is_bf16_supported():
         raise UserError("this GPU does not support bf16; use --precision fp32")
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+def _image_root(cfg: TrainConfig) -> Path:
+    """--images, or the notes file's folder (where `i2i synth` puts relative image paths)."""
+    if cfg.images is None:
+        return Path(cfg.notes).parent  # type: ignore[arg-type]
+    root = Path(cfg.images)
+    if not root.is_dir():
+        raise UserError(f"image root not found: {root}; pass --images DIR (relative image paths start there)")
+    return root
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:

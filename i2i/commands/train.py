@@ -1,10 +1,125 @@
-"""`i2i train` (lands with issue 3)."""
+"""`i2i train`: train a NoteLLM-2 model on mined pairs (library: `train.loop.train`).
+
+Configuration: defaults <- `--config x.toml` <- flags (flags win). `--resume` continues
+the run in `--out` from its own config.json (flags still win) and last/ checkpoint.
+Multi-GPU / multi-node: run the same command under `torchrun` (infra/launch/README.md):
+
+    torchrun --nproc_per_node 8 -m i2i.cli train --config run.toml
+"""
 
 from __future__ import annotations
 
-from i2i.commands._util import not_yet
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from i2i.errors import UserError
+
+# Flags that override TrainConfig fields (paths, then the rest) and ModelConfig fields.
+PATH_FLAGS = ("notes", "images", "pairs", "out")
+TRAIN_FLAGS = (
+    "lr",
+    "epochs",
+    "max_steps",
+    "pairs_per_step",
+    "grad_accum",
+    "llm_train",
+    "gradient_checkpointing",
+    "val_every",
+    "precision",
+    "device",
+    "num_workers",
+    "seed",
+)
+MODEL_FLAGS = ("variant", "llm", "vision", "connector")
 
 
-def command() -> None:
-    """Not implemented yet (issue 3)."""
-    not_yet("train", 3)
+def command(
+    notes: Annotated[
+        Path | None, typer.Option(help="Notes Parquet (note_id, title, content, tags, image).")
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Image root for relative image paths (default: the notes file's folder)."),
+    ] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="Pairs directory from `i2i mine-pairs` (train.parquet, val.parquet).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory, e.g. runs/notellm2 (default: runs/default).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config: training keys at the top, model keys in [model].")
+    ] = None,
+    variant: Annotated[
+        str | None, typer.Option(help="text-only | basic | micl | late-fusion | notellm2 (default notellm2).")
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="Causal LM: hub name, local dir, or smollm2-135m (offline).")
+    ] = None,
+    vision: Annotated[
+        str | None, typer.Option(help="Vision encoder: efficientnet-lite0 (offline) or open_clip:NAME[@TAG].")
+    ] = None,
+    connector: Annotated[str | None, typer.Option(help="qformer (paper default) | mlp.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last/ checkpoint.")
+    ] = False,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (paper: 3e-6 for a full LLM).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the train pairs (paper: 1).")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many optimizer steps.")
+    ] = None,
+    pairs_per_step: Annotated[
+        int | None, typer.Option(min=2, help="Pairs per GPU per forward (paper: 16); negatives x world size.")
+    ] = None,
+    grad_accum: Annotated[int | None, typer.Option(min=1, help="Forwards per optimizer step.")] = None,
+    llm_train: Annotated[
+        str | None, typer.Option(help="LLM weights: full | frozen | lora (needs peft).")
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option(
+            "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute LLM activations."
+        ),
+    ] = None,
+    val_every: Annotated[
+        int | None, typer.Option(min=1, help="Validate and checkpoint every N optimizer steps.")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cuda | cpu.")] = None,
+    num_workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers per process.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for initialisation and data order.")] = None,
+) -> None:
+    """Train a NoteLLM-2 model on related-note pairs; writes runs/<name>/{last,best}/, metrics.jsonl."""
+    try:
+        _run(locals())
+    except UserError as exc:  # one red line and exit code 2, under `main` and under CliRunner alike
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+
+
+def _run(args: dict) -> None:
+    """Resolve the config (defaults <- TOML or the run's config.json <- flags) and train."""
+    from train.loop import train
+    from train.train_config import TrainConfig
+
+    paths = {k: None if args[k] is None else str(args[k]) for k in PATH_FLAGS}
+    overrides = {**paths, **{k: args[k] for k in TRAIN_FLAGS}}
+    model_overrides = {k: args[k] for k in MODEL_FLAGS}
+    out, resume = args["out"], args["resume"]
+    if resume:
+        if args["config"] is not None:
+            raise UserError("--resume reads the run's own config.json; drop --config (flags still override)")
+        if out is None:
+            raise UserError("--resume needs --out RUN_DIR: the run to continue")
+        saved = out / "config.json"
+        if not saved.exists():
+            raise UserError(f"nothing to resume in {out}: no config.json; drop --resume to start a new run")
+        cfg = TrainConfig.load(saved, overrides, model_overrides)
+    else:
+        cfg = TrainConfig.load(args["config"], overrides, model_overrides)
+    train(cfg, console=Console(), resume=resume)
