@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from i2i.errors import UserError
+
 app = typer.Typer(help="Prepare and list offline pretrained models.", no_args_is_help=True)
 
 
@@ -29,7 +31,11 @@ def prepare(
 
     console = Console(stderr=True)
     for name in names or list(PREPARABLE):
-        path = prepare_model(name, force=force, progress=lambda msg: console.print(msg, highlight=False))
+        try:
+            path = prepare_model(name, force=force, progress=lambda msg: console.print(msg, highlight=False))
+        except UserError as exc:  # one red line and exit code 2, also under CliRunner
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
         if path is not None:
             console.print(f"[green]ready[/] {name}: {path}", highlight=False)
         else:

@@ -1,0 +1,73 @@
+"""Prompt rendering: templates per variant, limits in chars or tokens, the prompt cap
+that never cuts the template's end, JSON-safe fields."""
+
+from __future__ import annotations
+
+import json
+
+from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
+from train.llm import byte_tokenizer
+from train.prompts import render_prompt, truncate
+
+NOTE = {
+    "note_id": "1",
+    "title": 'A "quoted" title that is long',
+    "content": "Morning ride along the river #cycling# with friends",
+    "tags": ["bike", "outdoors"],
+    "image": "1.png",
+}
+TOK = byte_tokenizer()  # one token per byte: token limits are easy to check by hand
+
+
+def test_templates_per_variant() -> None:
+    text = render_prompt(NOTE, ModelConfig(variant="text-only", limit_unit="chars"))
+    basic = render_prompt(NOTE, ModelConfig(variant="basic", limit_unit="chars"))
+    micl = render_prompt(NOTE, ModelConfig(variant="notellm2", limit_unit="chars"))
+    assert IMG_TOKEN not in text and IMG_TOKEN in basic and IMG_EMB_TOKEN not in basic
+    assert micl.index(IMG_TOKEN) < micl.index(IMG_EMB_TOKEN) < micl.index('"title"')
+    for p in (text, basic, micl):
+        assert p.endswith('compress this note into one word: "')
+    assert render_prompt(NOTE, ModelConfig(variant="late-fusion", limit_unit="chars")) == basic
+    assert render_prompt(NOTE, ModelConfig(variant="micl", limit_unit="chars")) == micl
+
+
+def test_char_limits_and_json_escaping() -> None:
+    cfg = ModelConfig(
+        variant="text-only", limit_unit="chars", title_max=10, content_max=12, tag_max=4, max_tags=2
+    )
+    prompt = render_prompt(NOTE, cfg)
+    body = json.loads(prompt[len("Note: ") : prompt.index("}, compress") + 1])
+    assert body == {"title": 'A "quoted"', "tags": "bike, outd", "content": "Morning ride"}
+
+
+def test_hashtags_in_content_become_tags() -> None:
+    prompt = render_prompt(NOTE, ModelConfig(variant="text-only", limit_unit="chars"))
+    assert '"tags": "bike, outdoors, cycling"' in prompt
+
+
+def test_token_limits_use_offsets() -> None:
+    assert truncate("héllo world", 3, "tokens", TOK) == "hé"  # é is two bytes: never split
+    assert truncate("short", 99, "tokens", TOK) == "short"
+    assert truncate("abc", 0, "tokens", TOK) == ""
+
+
+def test_prompt_cap_cuts_content_then_tags_never_the_template() -> None:
+    base = ModelConfig(
+        variant="basic", limit_unit="tokens", content_max=1000, title_max=1000, max_prompt_tokens=1000
+    )
+    full = render_prompt(NOTE, base, TOK)
+    n_full = len(TOK(full)["input_ids"])
+    capped_cfg = ModelConfig(**{**base.to_dict(), "max_prompt_tokens": n_full - 10})
+    capped = render_prompt(NOTE, capped_cfg, TOK)
+    assert len(TOK(capped)["input_ids"]) <= n_full - 10
+    assert '"content": "Morning ride along the river #cycling# wi"' in capped  # content lost 10 bytes
+    assert capped.endswith('compress this note into one word: "')
+    tiny = ModelConfig(**{**base.to_dict(), "max_prompt_tokens": 10})
+    only_template = render_prompt(NOTE, tiny, TOK)  # template alone is over the cap: kept whole
+    assert only_template == render_prompt({"title": "", "content": ""}, tiny, TOK)
+    assert only_template.endswith('compress this note into one word: "') and IMG_TOKEN in only_template
+
+
+def test_blank_text() -> None:
+    prompt = render_prompt(NOTE, ModelConfig(variant="basic"), TOK, blank_text=True)
+    assert '"title": "", "tags": "", "content": ""' in prompt
