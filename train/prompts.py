@@ -13,7 +13,15 @@ import json
 from typing import Any
 
 from i2i.contracts import Note, merge_tags
-from train.config import ModelConfig
+from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
+
+
+def _clean(text: str) -> str:
+    """Drop our placeholder tokens from user text: a note saying "<IMG>" must not become a
+    second image slot (or a second mICL pooling point)."""
+    for token in (IMG_TOKEN, IMG_EMB_TOKEN):
+        text = text.replace(token, "")
+    return text
 
 
 def _n_tokens(tokenizer: Any, text: str) -> int:
@@ -57,11 +65,12 @@ def render_prompt(note: Note, config: ModelConfig, tokenizer: Any = None, blank_
     if blank_text:
         title, content, tags = "", "", []
     else:
-        content_raw = str(note.get("content") or "")
-        title = truncate(str(note.get("title") or ""), config.title_max, unit, tokenizer)
+        content_raw = _clean(str(note.get("content") or ""))
+        title = truncate(_clean(str(note.get("title") or "")), config.title_max, unit, tokenizer)
         content = truncate(content_raw, config.content_max, unit, tokenizer)
         tags = [
-            truncate(t, config.tag_max, unit, tokenizer) for t in merge_tags(note.get("tags"), content_raw)
+            truncate(_clean(str(t)), config.tag_max, unit, tokenizer)
+            for t in merge_tags(note.get("tags"), content_raw)
         ]
         tags = [t for t in tags if t][: config.max_tags]
     template = config.prompt

@@ -204,3 +204,15 @@ def test_no_head_returns_llm_width() -> None:
     model = build_model(tiny_model_config(dim=0))
     out = model(model.collate(tiny_notes(2), tiny_pixels(2)))
     assert model.out_dim == 64 and out.multimodal.shape == (2, 64)
+
+
+def test_collator_is_picklable_for_dataloader_workers() -> None:
+    import pickle
+
+    model = build_model(tiny_model_config(variant="micl"))
+    collator = pickle.loads(pickle.dumps(model.collator))
+    a, b = model.collate(tiny_notes(3), tiny_pixels(3)), collator(tiny_notes(3), tiny_pixels(3))
+    assert a.keys() == b.keys() == {"input_ids", "attention_mask", "pixel_values"}
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="pixel_values"):
+        collator(tiny_notes(2))

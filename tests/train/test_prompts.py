@@ -71,3 +71,11 @@ def test_prompt_cap_cuts_content_then_tags_never_the_template() -> None:
 def test_blank_text() -> None:
     prompt = render_prompt(NOTE, ModelConfig(variant="basic"), TOK, blank_text=True)
     assert '"title": "", "tags": "", "content": ""' in prompt
+
+
+def test_placeholder_tokens_in_user_text_are_dropped() -> None:
+    note = dict(NOTE, title="look <IMG> here", content="a <IMG_EMB> b", tags=["<IMG>x"])
+    cfg = ModelConfig(variant="notellm2", limit_unit="chars", max_prompt_tokens=1000)
+    prompt = render_prompt(note, cfg, TOK)
+    assert prompt.count(IMG_TOKEN) == 1 and prompt.count(IMG_EMB_TOKEN) == 1
+    assert '"title": "look  here"' in prompt and '"tags": "x"' in prompt
