@@ -61,7 +61,11 @@ class NoteEmbedder:
         model_or_dir: NoteLLM2 | str | Path,
         device: str | torch.device | None = None,
         image_threads: int = 4,
+        blank: str | None = None,
     ) -> None:
+        if blank not in BLANKS:
+            raise UserError(f"unknown blank {blank!r}; choose image, text or None")
+        self.blank = blank  # default for `embed`: blank this modality in every call
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -110,7 +114,11 @@ class NoteEmbedder:
         batch_size: int = 32,
         blank: str | None = None,
     ) -> np.ndarray:
-        """(len(notes), dim) float32, L2-normalised, in input order."""
+        """(len(notes), dim) float32, L2-normalised, in input order.
+
+        `blank`: "image" (grey images) or "text" (empty fields); default `self.blank`.
+        """
+        blank = blank if blank is not None else self.blank
         if blank not in BLANKS:
             raise UserError(f"unknown blank {blank!r}; choose image, text or None")
         if batch_size < 1:

@@ -38,6 +38,9 @@ def truncate(text: str, limit: int, unit: str, tokenizer: Any = None) -> str:
         return ""
     if unit == "chars" or tokenizer is None:
         return text[:limit]
+    if not getattr(tokenizer, "is_fast", False):  # slow tokenizers have no offset mapping
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= limit else tokenizer.decode(ids[:limit])
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = enc["offset_mapping"]
     if len(offsets) <= limit:

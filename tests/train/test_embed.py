@@ -59,6 +59,8 @@ def test_blank_modalities(model, corpus) -> None:
     twin = [dict(notes[0], title="other", content="words"), notes[0]]
     a = emb.embed(twin, image_root=root, blank="text")
     np.testing.assert_allclose(a[0], a[1], atol=1e-5)
+    by_default = NoteEmbedder(model, device="cpu", blank="text").embed(notes, image_root=root)
+    np.testing.assert_allclose(by_default, no_text, atol=1e-6)
     with pytest.raises(UserError, match="unknown blank"):
         emb.embed(notes, blank="audio")
 
