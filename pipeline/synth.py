@@ -346,7 +346,7 @@ def _browse(
         note[sel] = pools.sample(key[sel], rng)
 
     # Time: a session starts at a random moment; views follow ~45 s apart.
-    s_start = rng.integers(0, days * 86_400, n_sessions)
+    s_start = rng.integers(0, days * 86_400 - 3_600, n_sessions)
     gap = rng.exponential(45.0, events).astype(np.int64) + 1
     gap[new_session] = 0
     cum = np.cumsum(gap)
@@ -360,6 +360,7 @@ def _browse(
     repeat = event != 0
     note[repeat] = note[last_view[repeat]]
     ts[repeat] = ts[last_view[repeat]] + rng.integers(1, 20, int(repeat.sum()))
+    np.minimum(ts, days * 86_400 - 1, out=ts)  # the rare marathon session stays in the last day
 
     user_ids = np.array(_ids("u", users), dtype=object)
     note_ids = truth["note_id"].to_numpy()

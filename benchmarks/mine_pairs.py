@@ -1,0 +1,211 @@
+"""Benchmark `i2i mine-pairs` against the equivalent DuckDB SQL self-join.
+
+    .venv/bin/python benchmarks/mine_pairs.py                 # 1M and 4M events
+    .venv/bin/python benchmarks/mine_pairs.py --sizes 200000  # a quick look
+
+For each size the script writes logs with `i2i synth` (heavy-tailed users, logs only),
+then runs, each in its own subprocess so that peak memory (ru_maxrss) is its own:
+
+- polars: `pipeline.mine.mine_pairs` + `write_pairs` (what `i2i mine-pairs` runs);
+- duckdb: one SQL query with the same semantics: distinct (user, note, t) events, a
+  self-join on user with 0 <= t_b - t_a <= window and a != b, DISTINCT per (user, query,
+  target), inverse-activity weights summed in the same 2^-40 fixed point and rounded to 9
+  decimals, the same note split (given to DuckDB as a table, computed outside its timing),
+  and row_number() over (score desc, target asc) <= k.
+
+Both use the same thread count (default: all cores) and no per-user cap. The script
+asserts that both produce the same pairs, scores and ranks, then prints wall time, peak
+memory and the ratios. duckdb is a benchmark-only dependency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WINDOW = "7d"
+TOP_K = 10
+SPLIT = (0.9, 0.05, 0.05)
+FIXED = 2**40  # pipeline.mine._FIXED
+
+
+def platform_args(events: int) -> dict[str, int]:
+    """Synthetic platform for `events` log rows: 25 events per user on average."""
+    return {"notes": max(1000, events // 50), "users": max(500, events // 25), "days": 14, "events": events}
+
+
+def make_logs(folder: Path, events: int) -> Path:
+    """Generate (or reuse) logs with `i2i synth`."""
+    args = platform_args(events)
+    marker = folder / "synth.json"
+    if marker.exists() and all(json.loads(marker.read_text()).get(k) == v for k, v in args.items()):
+        return folder / "logs"
+    cmd = [sys.executable, "-m", "i2i.cli", "synth", str(folder), "--no-images", "--seed", "0"]
+    for key, value in args.items():
+        cmd += [f"--{key}", str(value)]
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return folder / "logs"
+
+
+def write_note_splits(logs: Path, out: Path) -> None:
+    """The note -> split table DuckDB joins against (same hash as the pipeline)."""
+    import polars as pl
+
+    from pipeline.splits import assign_splits
+
+    notes = pl.scan_parquet(logs / "*.parquet").select("note_id").unique().collect()["note_id"].to_list()
+    pl.DataFrame({"note_id": notes, "split": assign_splits(notes, SPLIT, seed=0)}).write_parquet(out)
+
+
+# --- engines (each runs in its own subprocess) ------------------------------------
+
+
+def run_polars(logs: Path, out: Path, threads: int) -> None:
+    from pipeline.mine import mine_pairs, write_pairs
+
+    result = mine_pairs(logs, window=WINDOW, top_k=TOP_K, split=SPLIT, max_events_per_user=0)
+    write_pairs(result, out)
+
+
+def duckdb_sql(logs: Path, splits: Path, out: Path, window_us: int) -> str:
+    return f"""
+    COPY (
+      WITH ev AS (
+        SELECT DISTINCT user_id, note_id, epoch_us(ts) AS t
+        FROM read_parquet('{logs}/*.parquet')
+        WHERE user_id IS NOT NULL AND note_id IS NOT NULL AND ts IS NOT NULL
+      ),
+      nu AS (
+        SELECT user_id, CAST(round({FIXED} / count(DISTINCT note_id)) AS BIGINT) AS w
+        FROM ev GROUP BY user_id
+      ),
+      co AS (
+        SELECT DISTINCT a.user_id, a.note_id AS q, b.note_id AS tg
+        FROM ev a JOIN ev b
+          ON a.user_id = b.user_id AND b.t >= a.t AND b.t <= a.t + {window_us} AND a.note_id <> b.note_id
+      ),
+      sc AS (
+        SELECT q, tg, round(sum(w) / {FIXED}, 9) AS score FROM co JOIN nu USING (user_id) GROUP BY q, tg
+      ),
+      sp AS (
+        SELECT sc.*, s1.split FROM sc
+        JOIN read_parquet('{splits}') s1 ON s1.note_id = sc.q
+        JOIN read_parquet('{splits}') s2 ON s2.note_id = sc.tg
+        WHERE s1.split = s2.split
+      ),
+      rk AS (
+        SELECT q AS query_id, tg AS target_id, score, split,
+               row_number() OVER (PARTITION BY q ORDER BY score DESC, tg ASC) AS rank
+        FROM sp
+      )
+      SELECT query_id, target_id, score, CAST(rank AS INTEGER) AS rank, split FROM rk WHERE rank <= {TOP_K}
+    ) TO '{out / "pairs.parquet"}' (FORMAT parquet)
+    """
+
+
+def run_duckdb(logs: Path, out: Path, threads: int) -> None:
+    import duckdb
+
+    from pipeline.logs import parse_duration
+
+    out.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute(f"SET threads TO {threads}")
+    con.execute(f"SET temp_directory = '{out / 'duckdb_tmp'}'")
+    con.execute(duckdb_sql(logs, out.parent / "note_split.parquet", out, parse_duration(WINDOW)))
+
+
+def child(engine: str, logs: Path, out: Path, threads: int) -> None:
+    """Run one engine, then print its wall time and peak memory as JSON."""
+    t0 = time.perf_counter()
+    {"polars": run_polars, "duckdb": run_duckdb}[engine](logs, out, threads)
+    seconds = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps({"engine": engine, "seconds": seconds, "peak_mb": peak_mb}))
+
+
+def measure(engine: str, logs: Path, out: Path, threads: int) -> dict[str, float]:
+    env = {**os.environ, "POLARS_MAX_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, __file__, "--child", engine, str(logs), str(out), "--threads", str(threads)]
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --- comparison ----------------------------------------------------------------------
+
+
+def compare(polars_out: Path, duckdb_out: Path) -> int:
+    """Assert both engines wrote the same pairs; return the number of pairs."""
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    from i2i.contracts import SPLITS
+
+    ours = pl.concat(
+        [
+            pl.read_parquet(polars_out / f"{s}.parquet").with_columns(pl.lit(i, pl.Int8).alias("split"))
+            for i, s in enumerate(SPLITS)
+        ]
+    )
+    theirs = pl.read_parquet(duckdb_out / "pairs.parquet").with_columns(pl.col("split").cast(pl.Int8))
+    order = ["query_id", "rank"]
+    assert_frame_equal(ours.sort(order), theirs.select(ours.columns).sort(order), abs_tol=1e-9)
+    return ours.height
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="1000000,4000000", help="comma-separated event counts")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench_out" / "mine_pairs")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--child", nargs=3, metavar=("ENGINE", "LOGS", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        engine, logs, out = args.child
+        child(engine, Path(logs), Path(out), args.threads)
+        return
+
+    rows = []
+    for events in (int(s) for s in args.sizes.split(",")):
+        folder = args.work / f"{events}"
+        logs = make_logs(folder / "platform", events)
+        write_note_splits(logs, folder / "note_split.parquet")
+        result = {}
+        for engine in ("polars", "duckdb"):
+            result[engine] = measure(engine, logs, folder / f"out_{engine}", args.threads)
+            print(
+                f"{events:>10,} events  {engine:<7} {result[engine]['seconds']:7.2f} s  "
+                f"{result[engine]['peak_mb']:8.0f} MB",
+                flush=True,
+            )
+        pairs = compare(folder / "out_polars", folder / "out_duckdb")
+        rows.append((events, pairs, result))
+
+    print(
+        f"\nmine-pairs vs DuckDB self-join (window {WINDOW}, inverse-activity, top-{TOP_K}, "
+        f"split {SPLIT}, no cap, {args.threads} threads each); outputs identical"
+    )
+    print(
+        f"{'events':>10} {'pairs':>9} | {'polars s':>8} {'duckdb s':>8} {'speedup':>7} | "
+        f"{'polars MB':>9} {'duckdb MB':>9} {'mem ratio':>9}"
+    )
+    for events, pairs, r in rows:
+        p, d = r["polars"], r["duckdb"]
+        print(
+            f"{events:>10,} {pairs:>9,} | {p['seconds']:8.2f} {d['seconds']:8.2f} "
+            f"{d['seconds'] / p['seconds']:6.2f}x | {p['peak_mb']:9.0f} {d['peak_mb']:9.0f} "
+            f"{p['peak_mb'] / d['peak_mb']:8.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()
