@@ -66,7 +66,7 @@ class ClientStore(VectorStore):
                 "first (or check --collection / --qdrant-url)"
             )
         info = self.client.get_collection(self.collection)
-        md = info.config.metadata or {}
+        md = getattr(info.config, "metadata", None) or {}  # None before Qdrant 1.16
         if "model_id" not in md or "dim" not in md:
             raise UserError(
                 f"{self.location} has no i2i metadata (model_id, dim): it was not created by "
