@@ -115,3 +115,17 @@ def test_blanked_embedder_sees_one_modality(runs: tuple[Path, Path]) -> None:
     no_text = BlankedEmbedder(full, "text").embed(notes)
     assert np.allclose(no_text, no_text[0], atol=1e-5)  # every note looks the same without text
     assert not np.allclose(no_text, full.embed(notes), atol=1e-3)
+
+
+def test_eval_takes_data_paths_from_the_run(
+    runs: tuple[Path, Path], synth_platform: Path, synth_pairs: Path
+) -> None:
+    run = runs[1]
+    (run / "config.json").write_text(
+        json.dumps({"notes": str(synth_platform / "notes.parquet"), "pairs": str(synth_pairs), "lr": 1e-4})
+    )
+    code, out = _invoke("eval", "--checkpoint", run, "--no-baselines", "--no-ann", "--split", "val")
+    assert code == 0, out
+    report = json.loads((run / "report.json").read_text())
+    assert report["split"] == "val" and report["pairs_file"].endswith("val.parquet")
+    assert set(report["methods"]) == {"b"} and "ann" not in report["methods"]["b"]
