@@ -31,8 +31,6 @@ from torch import nn
 
 from i2i.errors import UserError
 
-log = logging.getLogger(__name__)
-
 VISION_SPECS = (
     "open_clip:NAME",
     "open_clip:NAME@TAG_OR_FILE",
@@ -196,7 +194,15 @@ def build_vision(
         if image_size:
             kwargs["force_image_size"] = image_size
         try:
-            model = open_clip.create_model(name, pretrained=tag if pretrained else None, **kwargs)
+            if pretrained:
+                model = open_clip.create_model(name, pretrained=tag, **kwargs)
+            else:  # architecture only; a checkpoint loads the weights, so the
+                # "no pretrained weights loaded" warning would mislead
+                logging.disable(logging.WARNING)
+                try:
+                    model = open_clip.create_model(name, pretrained=None, **kwargs)
+                finally:
+                    logging.disable(logging.NOTSET)
         except Exception as exc:
             raise UserError(
                 f"cannot load open_clip {name!r} with pretrained={tag!r}: {exc}. Offline, pass a local "

@@ -74,3 +74,21 @@ def test_load_to_dtype(tmp_path) -> None:
         out = back(back.collate(tiny_notes(2), tiny_pixels(2)))
     assert out.multimodal.dtype == torch.float32
     torch.testing.assert_close(out.multimodal.norm(dim=-1), torch.ones(2))
+
+
+def test_round_trip_named_open_clip_tower(tmp_path) -> None:
+    """A named open_clip encoder is rebuilt architecture-only, then its saved weights load."""
+    torch.manual_seed(0)
+    cfg = tiny_model_config(
+        variant="late-fusion", connector="mlp", vision="open_clip:ViT-S-32", vision_config=None
+    )
+    model = build_model(cfg).eval()
+    save_checkpoint(model, tmp_path / "ckpt")
+    torch.manual_seed(123)  # a different random init must not matter
+    back = load_checkpoint(tmp_path / "ckpt")
+    notes = tiny_notes(2)
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(
+            model(model.collate(notes, pixels)).multimodal, back(back.collate(notes, pixels)).multimodal
+        )
