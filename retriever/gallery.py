@@ -23,6 +23,7 @@ class RelatedHit:
     note: Note
     score: float
     is_true_pair: bool
+    relation: str | None = None  # synthetic data: which factor query and note share
 
 
 @dataclass
@@ -32,6 +33,8 @@ class GalleryRow:
     query: Note
     hits: list[RelatedHit]
 
+
+_SHARES = {"text": "topic", "image": "motif", "both": "topic + motif", "none": "nothing"}
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2rem;background:#fafafa;color:#222}
@@ -81,6 +84,8 @@ def render_gallery(
             verdict = "co-viewed" if hit.is_true_pair else "not a pair"
             badge = f'<span class="badge {str(hit.is_true_pair).lower()}">{verdict}</span>'
             caption = f"#{rank} · {hit.score:.3f} {badge}<br><code>{html.escape(hit.note['note_id'])}</code>"
+            if hit.relation:
+                caption += f" · shares {html.escape(_SHARES.get(hit.relation, hit.relation))}"
             figs.append(_figure(hit.note, root, page_dir, caption, str(hit.is_true_pair).lower()))
         found = sum(h.is_true_pair for h in row.hits)
         sections.append(

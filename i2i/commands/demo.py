@@ -1,10 +1,52 @@
-"""`i2i demo` (lands with issue 5)."""
+"""`i2i demo`: synth -> mine-pairs -> train -> index -> eval -> related, offline."""
 
 from __future__ import annotations
 
-from i2i.commands._util import not_yet
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from i2i.demo import DemoConfig, default_demo_model, run_demo
 
 
-def command() -> None:
-    """Not implemented yet (issue 5)."""
-    not_yet("demo", 5)
+def command(
+    out: Annotated[Path, typer.Option(help="Directory for every step's output.")] = Path("demo"),
+    notes: Annotated[int, typer.Option(help="Notes on the synthetic platform.", min=50)] = 1200,
+    users: Annotated[int, typer.Option(help="Users on the synthetic platform.", min=10)] = 600,
+    events: Annotated[int, typer.Option(help="Log events to simulate.", min=1000)] = 60_000,
+    steps: Annotated[int, typer.Option(help="Training steps (optimizer updates).", min=1)] = 120,
+    pairs_per_step: Annotated[int, typer.Option(help="Pairs per step (in-batch negatives).", min=2)] = 16,
+    llm_layers: Annotated[
+        int,
+        typer.Option(help="Keep the first N of SmolLM2's 30 layers (fewer = faster on CPU).", min=1, max=30),
+    ] = 6,
+    samples: Annotated[int, typer.Option(help="Sample queries shown and put in the gallery.", min=1)] = 6,
+    k: Annotated[int, typer.Option("-k", help="Related notes per sample query.", min=1)] = 8,
+    tiny: Annotated[
+        bool,
+        typer.Option(help="A tiny random model instead of the pretrained ones: a smoke test in seconds."),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed for data, split and training.")] = 0,
+) -> None:
+    """Run the whole pipeline offline on embedded defaults and write DIR/gallery.html."""
+    if tiny:
+        from train.testing import tiny_model_config
+
+        model = tiny_model_config()
+    else:
+        model = default_demo_model(llm_layers)
+    cfg = DemoConfig(
+        out=out,
+        notes=notes,
+        users=users,
+        events=events,
+        steps=steps,
+        pairs_per_step=pairs_per_step,
+        model=model,
+        samples=samples,
+        k=k,
+        seed=seed,
+        val_every=max(1, steps // 2),
+    )
+    run_demo(cfg)

@@ -36,7 +36,10 @@ def test_gallery_is_valid_html_with_existing_relative_images(tmp_path: Path) -> 
     rows = [
         GalleryRow(
             _note(0, "images/n0.png"),
-            [RelatedHit(_note(1, "images/n1.png"), 0.9, True), RelatedHit(_note(2, None), 0.5, False)],
+            [
+                RelatedHit(_note(1, "images/n1.png"), 0.9, True, "image"),
+                RelatedHit(_note(2, None), 0.5, False),
+            ],
         )
     ]
     out = render_gallery(rows, tmp_path / "site" / "gallery.html", root, "Demo")
@@ -49,4 +52,5 @@ def test_gallery_is_valid_html_with_existing_relative_images(tmp_path: Path) -> 
         assert not Path(src).is_absolute()
         assert (out.parent / src).exists()
     assert "&lt;title 1&gt;" in text  # user text is escaped
+    assert "shares motif" in text
     assert "1 of 2 related notes are true co-viewed pairs" in text

@@ -1,0 +1,389 @@
+"""`i2i demo`: the whole pipeline, offline, in one command.
+
+    synth -> mine-pairs -> train -> index -> eval -> related -> gallery.html
+
+Every step writes where the matching CLI command would, under one directory, so a user
+can re-run any single command on it (the demo prints those commands at the end):
+
+    DIR/data/      notes.parquet, images/, logs/, truth.parquet   (i2i synth)
+    DIR/pairs/     train/val/test.parquet, summary.json           (i2i mine-pairs)
+    DIR/run/       config.json, metrics.jsonl, best/, last/,      (i2i train)
+                   report.json, report.md, recall_at_k.png        (i2i eval)
+    DIR/qdrant/    the embedded Qdrant Edge collection            (i2i index)
+    DIR/gallery.html, DIR/demo.json                               (this module)
+
+A re-run skips the steps whose output is complete (the stages are idempotent and the
+training run resumes), so an interrupted demo picks up where it stopped.
+
+The default model is real and offline: SmolLM2-135M-Instruct (shortened to its first
+layers so that training fits a 2-core CPU in minutes; the output says so) with the
+ImageNet EfficientNet-Lite0 image encoder. Tests pass a tiny random model instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from i2i.contracts import notes_to_dicts, read_notes
+from i2i.io import write_json_atomic
+from i2i.metrics import greedy_unique_pairs
+from train.config import ModelConfig
+
+COLLECTION = "notes"
+
+
+def default_demo_model(llm_layers: int = 6) -> ModelConfig:
+    """NoteLLM-2 on the offline pretrained weights, sized for a 2-core CPU.
+
+    SmolLM2-135M keeps its first `llm_layers` of 30 layers (pretrained weights); the
+    Q-Former is the paper's design at 2 layers x 256 wide instead of 6 x 768.
+    """
+    return ModelConfig(
+        llm="smollm2-135m",
+        llm_overrides={"num_hidden_layers": llm_layers},
+        vision="efficientnet-lite0",
+        connector="qformer",
+        qformer_layers=2,
+        qformer_hidden=256,
+        qformer_heads=4,
+        num_query_tokens=8,
+        variant="notellm2",
+        title_max=20,
+        content_max=48,
+        max_prompt_tokens=96,
+        dim=64,
+    )
+
+
+@dataclass
+class DemoConfig:
+    """Sizes and budget of the demo. The defaults fit ~10 minutes on 2 CPU cores."""
+
+    out: Path = Path("demo")
+    # the synthetic platform
+    notes: int = 1200
+    users: int = 600
+    days: int = 14
+    events: int = 60_000
+    image_size: int = 96
+    seed: int = 0
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    # the model and its training budget
+    model: ModelConfig = field(default_factory=default_demo_model)
+    steps: int = 120
+    pairs_per_step: int = 16
+    lr: float = 1e-4
+    val_every: int = 60
+    num_workers: int = 1
+    # what the end shows
+    samples: int = 6
+    k: int = 8
+
+    def describe_model(self) -> str:
+        m = self.model
+        layers = m.llm_overrides.get("num_hidden_layers")
+        llm = m.llm if m.llm_config is None else f"{m.llm} (random init)"
+        if layers:
+            llm += f", first {layers} layers"
+        return f"{m.variant}: {llm} + {m.vision} via {m.connector}"
+
+
+@dataclass
+class DemoPaths:
+    """Where each step's output goes."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def notes(self) -> Path:
+        return self.data / "notes.parquet"
+
+    @property
+    def logs(self) -> Path:
+        return self.data / "logs"
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "pairs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def gallery(self) -> Path:
+        return self.root / "gallery.html"
+
+
+def _step(console: Console, n: int, title: str) -> float:
+    console.rule(f"[bold]{n}/7 {title}")
+    return time.perf_counter()
+
+
+def _done(console: Console, t0: float, what: str) -> float:
+    seconds = time.perf_counter() - t0
+    console.print(f"[green]✓[/] {what} [dim]({seconds:.1f} s)[/]")
+    return round(seconds, 2)
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run every stage into `cfg.out` and return the demo summary (also `demo.json`)."""
+    from pipeline.mine import mine_pairs, write_pairs
+    from pipeline.synth import generate_platform
+
+    console = console or Console()
+    paths = DemoPaths(Path(cfg.out))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    console.print(
+        Panel.fit(
+            f"[bold]i2i demo[/] into {paths.root}\nmodel: {cfg.describe_model()}\n"
+            f"budget: {cfg.steps} steps x {cfg.pairs_per_step} pairs, lr {cfg.lr:g}"
+            + (
+                "\n[yellow]shortened for a CPU demo: the LLM keeps only its first layers and the "
+                "schedule is a few minutes; the paper trains the full model for an epoch on 8 GPUs[/]"
+                if cfg.model.llm_overrides.get("num_hidden_layers")
+                else ""
+            ),
+            title="NoteLLM-2, offline",
+        )
+    )
+
+    t0 = _step(console, 1, "synth: a synthetic platform")
+    if (paths.data / "synth.json").exists():
+        console.print(f"{paths.data} exists: kept (delete it to regenerate)")
+    else:
+        generate_platform(
+            paths.data,
+            notes=cfg.notes,
+            users=cfg.users,
+            days=cfg.days,
+            events=cfg.events,
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+        )
+    timings["synth"] = _done(console, t0, f"{cfg.notes} notes, {cfg.events} events in {paths.data}")
+
+    t0 = _step(console, 2, "mine-pairs: week-window co-views")
+    if (paths.pairs / "summary.json").exists():
+        console.print(f"{paths.pairs} exists: kept")
+    else:
+        write_pairs(mine_pairs(paths.logs, split=cfg.split, seed=cfg.seed), paths.pairs)
+    counts = {
+        s: pl.scan_parquet(paths.pairs / f"{s}.parquet").select(pl.len()).collect().item() for s in SPLITS
+    }
+    timings["mine-pairs"] = _done(console, t0, "pairs " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+
+    t0 = _step(console, 3, "train: NoteLLM-2 on the train pairs")
+    result = _train(cfg, paths, console)
+    timings["train"] = _done(console, t0, f"{result['steps']} steps; checkpoint {result['checkpoint']}")
+
+    t0 = _step(console, 4, "index: embed every note into embedded Qdrant")
+    index_summary = _index(paths, console)
+    timings["index"] = _done(console, t0, f"{index_summary['points']} points in {index_summary['location']}")
+
+    t0 = _step(console, 5, "eval: Recall@K against BM25 and image-only")
+    report = _eval(paths, console)
+    timings["eval"] = _done(console, t0, f"report in {paths.run}/report.md and recall_at_k.png")
+
+    t0 = _step(console, 6, "related: top-k for sample notes")
+    rows = _related_rows(cfg, paths)
+    _print_related(console, rows)
+    timings["related"] = _done(console, t0, f"{len(rows)} sample queries")
+
+    t0 = _step(console, 7, "gallery")
+    from retriever.gallery import render_gallery
+
+    render_gallery(
+        rows,
+        paths.gallery,
+        paths.data,
+        title="i2i demo: related notes",
+        subtitle=f"{cfg.describe_model()}; green = a true co-viewed pair mined from the logs",
+    )
+    timings["gallery"] = _done(console, t0, f"{paths.gallery}")
+
+    summary = {
+        "out": str(paths.root),
+        "config": {**asdict(cfg), "out": str(cfg.out), "model": cfg.model.to_dict()},
+        "pairs": counts,
+        "train": result,
+        "index": index_summary,
+        "eval": {name: m.get("metrics", {}) for name, m in report["methods"].items()},
+        "seconds": timings,
+        "commands": _commands(paths),
+    }
+    write_json_atomic(paths.root / "demo.json", summary)
+    _print_end(console, report, paths, timings)
+    return summary
+
+
+SPLITS = ("train", "val", "test")
+
+
+def _train(cfg: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any]:
+    from train.loop import TrainConfig, train
+
+    summary_file = paths.run / "summary.json"
+    if summary_file.exists():
+        console.print(f"{paths.run} holds a finished run: kept")
+        done = json.loads(summary_file.read_text())
+        return {
+            "steps": done.get("steps"),
+            "checkpoint": str(_checkpoint(paths.run)),
+            "best": done.get("best"),
+        }
+    tc = TrainConfig(
+        notes=str(paths.notes),
+        images=str(paths.data),
+        pairs=str(paths.pairs),
+        out=str(paths.run),
+        model=cfg.model,
+        lr=cfg.lr,
+        max_steps=cfg.steps,
+        pairs_per_step=cfg.pairs_per_step,
+        val_every=cfg.val_every,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed,
+        device="cpu",
+    )
+    resume = (paths.run / "last").is_dir()
+    res = train(tc, console, resume=resume)
+    return {"steps": res.steps, "checkpoint": str(_checkpoint(paths.run)), "best": res.best}
+
+
+def _checkpoint(run: Path) -> Path:
+    return run / "best" if (run / "best").is_dir() else run / "last"
+
+
+def _store(paths: DemoPaths):  # -> VectorStore
+    from indexer.backends import StoreSpec, open_store
+
+    return open_store(StoreSpec(collection=COLLECTION, workspace=paths.root))
+
+
+def _index(paths: DemoPaths, console: Console) -> dict[str, Any]:
+    from indexer.embedding import load_embedder
+    from indexer.job import index_notes
+
+    embedder = load_embedder(paths.run, device="cpu")
+    store = _store(paths)
+    try:
+        s = index_notes(paths.notes, embedder, store, paths.data)
+    finally:
+        store.close()
+    console.print(
+        f"embedded {s.embedded} notes ({s.unchanged} unchanged) at {s.notes_per_s:.1f} notes/s; "
+        f"{s.image_missing + s.image_unreadable} image problems"
+    )
+    return {
+        "location": s.location,
+        "points": s.points,
+        "embedded": s.embedded,
+        "seconds": round(s.seconds, 2),
+    }
+
+
+def _eval(paths: DemoPaths, console: Console) -> dict[str, Any]:
+    from retriever.report import comparison_table, write_report
+    from retriever.runner import run_eval
+
+    report = run_eval([paths.run], paths.notes, paths.pairs, split="test", log=console.print)
+    write_report(report, paths.run)
+    console.print(comparison_table(report))
+    return report
+
+
+def _related_rows(cfg: DemoConfig, paths: DemoPaths) -> list[Any]:
+    """Sample test queries with their top-k from the collection, each hit judged against
+    every co-viewed pair mined from the logs (all notes in one split, so pairs across
+    the train/val/test boundary count too)."""
+    from pipeline.mine import mine_pairs
+    from pipeline.synth import pair_relation
+    from retriever.gallery import GalleryRow, RelatedHit
+    from retriever.related import related
+
+    notes = {n["note_id"]: n for n in notes_to_dicts(read_notes(paths.notes))}
+    all_pairs = mine_pairs(paths.logs, split=(1.0, 0.0, 0.0), top_k=1000).pairs["train"]
+    coviewed = set(zip(all_pairs["query_id"].to_list(), all_pairs["target_id"].to_list(), strict=True))
+    test = pl.read_parquet(paths.pairs / "test.parquet").sort("query_id", "rank")
+    queries, _ = greedy_unique_pairs(test["query_id"].to_list(), test["target_id"].to_list())
+    queries = queries[: cfg.samples]
+    truth_file = paths.data / "truth.parquet"
+    truth = pl.read_parquet(truth_file) if truth_file.exists() else None
+    store = _store(paths)
+    rows = []
+    try:
+        for q in queries:
+            hits = related(store, q, k=cfg.k)
+            ids = [h.note_id for h in hits]
+            relations = pair_relation(truth, [q] * len(ids), ids) if truth is not None else [None] * len(ids)
+            rows.append(
+                GalleryRow(
+                    notes[q],
+                    [
+                        RelatedHit(notes[h.note_id], h.score, (q, h.note_id) in coviewed, rel)
+                        for h, rel in zip(hits, relations, strict=True)
+                    ],
+                )
+            )
+    finally:
+        store.close()
+    return rows
+
+
+def _print_related(console: Console, rows: list[Any]) -> None:
+    for row in rows[:3]:
+        table = Table(
+            title=f"related to {row.query['note_id']}: {row.query['title'][:40]!r}", title_justify="left"
+        )
+        for col in ("rank", "score", "note id", "title", "co-viewed"):
+            table.add_column(col)
+        for i, hit in enumerate(row.hits, start=1):
+            table.add_row(
+                str(i),
+                f"{hit.score:.3f}",
+                hit.note["note_id"],
+                hit.note["title"][:40],
+                "✓" if hit.is_true_pair else "",
+            )
+        console.print(table)
+
+
+def _commands(paths: DemoPaths) -> list[str]:
+    """The CLI commands that redo each step on the demo's files."""
+    r = paths.root
+    return [
+        f"i2i synth {paths.data}",
+        f"i2i mine-pairs {paths.logs} --out {paths.pairs} --split 0.8,0.1,0.1",
+        f"i2i train --config {paths.run}/config.json --out {paths.run} --resume",
+        f"i2i index {paths.notes} --checkpoint {paths.run} --workspace {r}",
+        f"i2i eval {paths.run}",
+        f"i2i related NOTE_ID --workspace {r}",
+    ]
+
+
+def _print_end(console: Console, report: dict[str, Any], paths: DemoPaths, timings: dict[str, float]) -> None:
+    from retriever.report import comparison_table
+
+    console.rule("[bold]done")
+    console.print(comparison_table(report))
+    console.print(
+        f"total {sum(timings.values()):.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    )
+    console.print(f"gallery: {paths.gallery}\nre-run any step on these files:")
+    for c in _commands(paths):
+        console.print(f"  {c}", highlight=False, soft_wrap=True)

@@ -1,0 +1,79 @@
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+
+from i2i.demo import DemoConfig, run_demo
+from train.testing import tiny_model_config
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"] or "")
+
+
+def _tiny(out: Path) -> DemoConfig:
+    return DemoConfig(
+        out=out,
+        notes=120,
+        users=60,
+        days=7,
+        events=4000,
+        image_size=32,
+        split=(0.6, 0.2, 0.2),
+        model=tiny_model_config(),
+        steps=3,
+        pairs_per_step=4,
+        val_every=3,
+        num_workers=0,
+        samples=2,
+        k=4,
+    )
+
+
+def test_demo_end_to_end_writes_every_artefact(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    console = Console(record=True, width=140)
+    summary = run_demo(_tiny(out), console)
+
+    assert (out / "data" / "notes.parquet").exists() and (out / "data" / "truth.parquet").exists()
+    for split in ("train", "val", "test"):
+        assert (out / "pairs" / f"{split}.parquet").exists()
+    assert (out / "run" / "last" / "model.safetensors").exists() or any((out / "run" / "last").glob("*.safetensors"))
+    for name in ("report.json", "report.md", "recall_at_k.png"):
+        assert (out / "run" / name).stat().st_size > 0
+    report = json.loads((out / "run" / "report.json").read_text())
+    assert {"run", "bm25", "image-only"} <= set(report["methods"])
+    assert summary["index"]["points"] == pl.read_parquet(out / "data" / "notes.parquet").height
+    assert summary["train"]["steps"] == 3
+
+    page = (out / "gallery.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    parser = _Images()
+    parser.feed(page)
+    assert len(parser.srcs) == 2 * (1 + 4)  # two queries, each with four related notes
+    assert all((out / src).exists() for src in parser.srcs)
+    saved = json.loads((out / "demo.json").read_text())
+    assert saved["commands"][0].startswith("i2i synth")
+    text = console.export_text()
+    assert "recall@10" in text and "gallery" in text
+
+
+def test_demo_rerun_keeps_finished_steps(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    run_demo(_tiny(out), Console(quiet=True))
+    notes_mtime = (out / "data" / "notes.parquet").stat().st_mtime_ns
+    weights = sorted((out / "run" / "last").glob("*.safetensors"))[0].read_bytes()
+    console = Console(record=True, width=140)
+    again = run_demo(_tiny(out), console)
+    assert (out / "data" / "notes.parquet").stat().st_mtime_ns == notes_mtime
+    assert sorted((out / "run" / "last").glob("*.safetensors"))[0].read_bytes() == weights
+    assert again["index"]["embedded"] == 0  # nothing changed, nothing re-embedded
+    assert "kept" in console.export_text()
