@@ -234,7 +234,7 @@ def _train(
                 sync = contextlib.nullcontext() if last_micro or not env.distributed else ddp_model.no_sync()
                 with sync:
                     with autocast:
-                        loss, _parts = _train_loss(ddp_model, model, batch)
+                        loss, _parts = forward_loss(ddp_model, model, batch)
                     (loss / cfg.grad_accum).backward()
                 window["loss"] += loss.detach() / cfg.grad_accum
 
@@ -380,7 +380,7 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
 # --- forward, loss, embeddings ----------------------------------------------------------------
 
 
-def _train_loss(
+def forward_loss(
     ddp_model: torch.nn.Module, model: NoteLLM2, batch: dict[str, torch.Tensor]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One forward over the 2N notes [q..., d...] of the local batch, then the NoteLLM-2 loss."""
