@@ -46,6 +46,7 @@ from i2i.metrics import (
     exact_top_k,
     greedy_unique_pairs,
     rank_metrics,
+    recall_at_k,
 )
 
 ANN_RECALL_K = 10
@@ -134,9 +135,20 @@ def build_eval_set(
     )
 
 
+def recall_curve(ranks: np.ndarray, pool_size: int) -> dict[str, float]:
+    """Recall@K on a 1-2-5 grid of K up to the pool size (for the plot)."""
+    grid = [m * 10**e for e in range(7) for m in (1, 2, 5) if m * 10**e <= pool_size]
+    return {str(k): recall_at_k(ranks, k) for k in grid}
+
+
 def summarize_ranks(ranks: np.ndarray, es: EvalSet, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
-    """Protocol metrics over all queries and per slice (slices with no query are left out)."""
-    out: dict[str, Any] = {"metrics": rank_metrics(ranks, len(es.pool), ks), "slices": {}}
+    """Protocol metrics over all queries and per slice (slices with no query are left out),
+    plus the recall curve behind the plot."""
+    out: dict[str, Any] = {
+        "metrics": rank_metrics(ranks, len(es.pool), ks),
+        "recall_curve": recall_curve(ranks, len(es.pool)),
+        "slices": {},
+    }
     for name, mask in es.slices.items():
         if mask.any():
             out["slices"][name] = rank_metrics(ranks[mask], len(es.pool), ks)

@@ -96,9 +96,12 @@ def plot_recall(report: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, m in report["methods"].items():
-        ks = sorted(int(k.split("@")[1]) for k in m["metrics"] if k.startswith("recall@"))
+        curve = m.get("recall_curve") or {
+            k.split("@")[1]: v for k, v in m["metrics"].items() if k.startswith("recall@")
+        }
+        ks = sorted(curve, key=int)
         if ks:
-            ax.plot(ks, [m["metrics"][f"recall@{k}"] for k in ks], marker="o", label=name)
+            ax.plot([int(k) for k in ks], [curve[k] for k in ks], marker="o", markersize=3, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("K")
     ax.set_ylabel("Recall@K")
