@@ -1,0 +1,81 @@
+"""`i2i train` through typer's runner: TOML + flags (flags win), --resume, user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from typer.testing import CliRunner
+
+from i2i.cli import app
+
+
+def toml_value(value: Any) -> str:
+    """Just enough TOML for a config: JSON strings are valid TOML basic strings."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items() if v is not None) + "}"
+    raise TypeError(value)
+
+
+def write_toml(path: Path, top: dict[str, Any], model: dict[str, Any]) -> Path:
+    lines = [f"{k} = {toml_value(v)}" for k, v in top.items() if v is not None]
+    lines += ["", "[model]"] + [f"{k} = {toml_value(v)}" for k, v in model.items() if v is not None]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_toml_and_flags_train_then_resume(make_config, synth_pairs: Path, tmp_path: Path) -> None:
+    cfg = make_config(max_steps=50, val_every=2)
+    top = {k: v for k, v in cfg.to_dict().items() if k not in ("model", "out", "pairs")}
+    config = write_toml(tmp_path / "run.toml", top, cfg.model.to_dict())
+    out = tmp_path / "runs" / "cli"
+    args = ["train", "--config", str(config), "--pairs", str(synth_pairs), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--variant", "late-fusion"])
+    assert result.exit_code == 0, result.output
+    assert "val @ step 2" in result.output and "train: " in result.output
+    assert "i2i train:" in result.output  # the summary table
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["max_steps"] == 2 and saved["model"]["variant"] == "late-fusion"  # flags won
+    assert saved["lr"] == cfg.lr and saved["model"]["dim"] == 16  # the rest came from the TOML
+    assert Path(saved["pairs"]).is_absolute()
+    assert {"last", "best", "metrics.jsonl", "summary.json"} <= {p.name for p in out.iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["counts"]["images_loaded"] == 2 * 2 * cfg.pairs_per_step
+
+    # --resume reads the run's own config; a finished run has nothing left to do.
+    result = CliRunner().invoke(app, ["train", "--out", str(out), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "at step 2 of 2" in result.output
+
+
+def test_user_errors_exit_2_with_one_line(synth_platform: Path, tmp_path: Path) -> None:
+    notes = str(synth_platform / "notes.parquet")
+    empty = tmp_path / "empty_pairs"
+    empty.mkdir()
+    pl.DataFrame({"query_id": ["nope"], "target_id": ["nada"], "score": [1.0], "rank": [1]}).write_parquet(
+        empty / "train.parquet"
+    )
+    run = ["train", "--out", str(tmp_path / "r"), "--notes", notes]
+    cases = [
+        ([*run, "--pairs", str(tmp_path / "missing")], "pairs directory not found"),
+        ([*run, "--pairs", str(empty), "--variant", "nope"], "unknown variant 'nope'"),
+        ([*run, "--pairs", str(empty), "--llm-train", "half"], "unknown llm_train 'half'"),
+        ([*run, "--pairs", str(empty)], "no usable train pairs"),
+        (["train", "--resume"], "--resume needs --out"),
+        (["train", "--config", str(tmp_path / "nope.toml")], "config file not found"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
