@@ -11,7 +11,13 @@ import torch
 from i2i.errors import UserError
 from train.checkpoint import checkpoint_id, load_checkpoint, load_extra, save_checkpoint
 from train.model import build_model
-from train.testing import tiny_model_config, tiny_notes, tiny_pixels
+from train.testing import single_thread, tiny_model_config, tiny_notes, tiny_pixels
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,13 @@ from i2i.errors import UserError
 from train.checkpoint import checkpoint_id, save_checkpoint
 from train.embed import NoteEmbedder, embed_notes_modality
 from train.model import build_model
-from train.testing import tiny_model_config, tiny_notes
+from train.testing import single_thread, tiny_model_config, tiny_notes
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,13 @@ import torch
 from train.fusion import LateFusion
 from train.loss import notellm2_loss, pair_contrastive_loss
 from train.model import NoteEmbeddings
+from train.testing import single_thread
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
 
 
 def _by_hand(q: list[list[float]], d: list[list[float]], scale: float) -> float:

@@ -16,7 +16,13 @@ from train.model import (
     positions_from_mask,
     splice_visual_tokens,
 )
-from train.testing import tiny_model_config, tiny_notes, tiny_pixels
+from train.testing import single_thread, tiny_model_config, tiny_notes, tiny_pixels
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.mark.parametrize("connector", ["qformer", "mlp"])

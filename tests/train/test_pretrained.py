@@ -17,7 +17,13 @@ from train.config import ModelConfig
 from train.loss import notellm2_loss
 from train.model import build_model
 from train.pretrained import SMOLLM2, cache_dir, is_prepared, prepare, resolve_llm
-from train.testing import tiny_notes
+from train.testing import single_thread, tiny_notes
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
 
 
 @pytest.mark.slow

@@ -9,8 +9,14 @@ import torch
 from PIL import Image
 
 from i2i.errors import UserError
-from train.testing import TINY_VISION
+from train.testing import TINY_VISION, single_thread
 from train.vision import build_vision
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
 
 
 def test_efficientnet_lite0_tokens_and_cls() -> None:
