@@ -122,7 +122,6 @@ def draw_motif(shape: int, color: int, texture: int, size: int, rng: np.random.G
     strong = texture_mask(TEXTURES[texture], size, rng)
     img[inside & strong] = base
     img[inside & ~strong] = base * 0.35 + 255 * 0.05  # the texture's darker second tone
-    img += rng.normal(0, 3, img.shape)  # a little sensor noise
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -130,4 +129,4 @@ def write_images(paths: list[Path], motifs: list[tuple[int, int, int]], size: in
     """Draw and save one PNG per path (motif triple and per-image seed given)."""
     for path, (shape, color, texture), seed in zip(paths, motifs, seeds, strict=True):
         rng = np.random.default_rng(int(seed))
-        draw_motif(shape, color, texture, size, rng).save(path, compress_level=1)
+        draw_motif(shape, color, texture, size, rng).save(path, compress_level=6)
