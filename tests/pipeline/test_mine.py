@@ -330,3 +330,29 @@ def test_write_is_atomic_and_keeps_previous_output_on_crash(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".pairs")] == []
     write_pairs(second, out)
     assert pl.read_parquet(out / "test.parquet").height == 2
+
+
+def test_text_and_millisecond_timestamps(tmp_path: Path) -> None:
+    (tmp_path / "text.csv").write_text(
+        "user_id,note_id,ts\nu1,A,2024-01-01T00:00:00\nu1,B,2024-01-08T00:00:00\nu1,C,not a time\n"
+    )
+    result = mine_pairs(tmp_path / "text.csv", split=(1, 0, 0), weighting="users")
+    assert_frame_equal(result.pairs["train"], expected([("A", "B", 1.0, 1)]))
+    assert result.summary["counts"]["dropped_null_ts"] == 1
+
+    pl.DataFrame(
+        {"user_id": ["u1", "u1"], "note_id": ["A", "B"], "ts": [T0, T0 + timedelta(milliseconds=1)]},
+        schema={"user_id": pl.Utf8, "note_id": pl.Utf8, "ts": pl.Datetime("ms", "UTC")},
+    ).write_parquet(tmp_path / "ms.parquet")
+    assert pairs(tmp_path / "ms.parquet", window="1ms").height == 1
+    assert pairs(tmp_path / "ms.parquet", window="999us").height == 0
+
+
+def test_progress_reports_each_stage(tmp_path: Path) -> None:
+    path = write_logs(tmp_path, [("u1", "A", 0), ("u1", "B", 1), ("u2", "C", 0), ("u2", "A", 1)])
+    seen: list[tuple[str, int, int | None]] = []
+    mine_pairs(path, chunk_rows=1, progress=lambda stage, done, total: seen.append((stage, done, total)))
+    stages = [s for s, _, _ in seen]
+    assert stages[0] == "reading logs" and "co-viewing" in stages
+    last = [x for x in seen if x[0] == "co-viewing"][-1]
+    assert last[1] == last[2] and last[2] >= 2  # chunk_rows=1 forces several chunks
