@@ -124,7 +124,7 @@ def _train(
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.to(env.device).train()
-    autocast = _autocast(cfg.precision, env.device)
+    autocast = autocast_for(cfg.precision, env.device)
     images = NoteImageLoader(_image_root(cfg), model.vision.transform if model.vision is not None else None)
     collate = PairCollate(model.collator)
 
@@ -344,7 +344,7 @@ def epoch_loader(
     )
 
 
-def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA (`auto` / `bf16`), fp32 on CPU (`auto` / `fp32`)."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return contextlib.nullcontext()
