@@ -356,3 +356,22 @@ def test_progress_reports_each_stage(tmp_path: Path) -> None:
     assert stages[0] == "reading logs" and "co-viewing" in stages
     last = [x for x in seen if x[0] == "co-viewing"][-1]
     assert last[1] == last[2] and last[2] >= 2  # chunk_rows=1 forces several chunks
+
+
+@pytest.mark.parametrize("weighting", ["users", "inverse-activity"])
+def test_packed_and_polars_rank_orders_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weighting: str
+) -> None:
+    rng = random.Random(weighting)
+    rows = [
+        (f"u{rng.randrange(40)}", f"n{rng.randrange(25):02d}", rng.randrange(0, 7200, 30)) for _ in range(800)
+    ]
+    path = write_logs(tmp_path, rows)
+    opts = {"split": (0.5, 0.5, 0), "window": "20m", "weighting": weighting, "top_k": 4, "chunk_rows": 300}
+    packed = mine_pairs(path, **opts)  # type: ignore[arg-type]
+    monkeypatch.setattr("pipeline.mine._PACK_BITS", 0)  # force the multi-column sort
+    sorted_ = mine_pairs(path, **opts)  # type: ignore[arg-type]
+    for split in ("train", "val"):
+        assert packed.pairs[split].height > 0
+        assert_frame_equal(packed.pairs[split], sorted_.pairs[split])
+    assert packed.summary["counts"] == sorted_.summary["counts"]
