@@ -113,12 +113,15 @@ def index_notes(
     embed_batch_size: int = 32,
     optimize: bool = True,
     on_progress: ProgressFn | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> IndexSummary:
     """Bring `store`'s collection up to date with `notes` under `embedder`'s model.
 
     `notes` is a notes Parquet path (validated by `read_notes`) or a frame from it;
     `image_root` resolves relative image paths (default: the notes file's folder).
     Upserts every `batch_size` notes; the embedder sees `embed_batch_size` at a time.
+    `on_progress(done, total)` follows embedding; `on_stage(name)` announces the slow
+    steps after it ("optimize": building the HNSW index can take minutes at 1M notes).
     """
     t0 = time.perf_counter()
     if not isinstance(notes, pl.DataFrame):
@@ -180,6 +183,8 @@ def index_notes(
         summary.pruned = len(gone)
     store.flush()
     if optimize:
+        if on_stage:
+            on_stage("optimize")
         store.optimize()
     summary.points = store.count()
     summary.seconds = time.perf_counter() - t0

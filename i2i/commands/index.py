@@ -66,6 +66,9 @@ def store_spec(
     )
 
 
+STAGES = {"optimize": "building the HNSW index"}
+
+
 class RateColumn(ProgressColumn):
     """Notes per second since the task started."""
 
@@ -136,7 +139,7 @@ def command(
     with console.status(f"loading checkpoint {checkpoint}"):
         embedder = load_embedder(checkpoint, device=device)
     progress = Progress(
-        TextColumn("embedding + upserting"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
@@ -144,7 +147,7 @@ def command(
         TimeRemainingColumn(),
         console=console,
     )
-    task = progress.add_task("index", total=None)
+    task = progress.add_task("embedding + upserting", total=None)
 
     def on_progress(done: int, total: int) -> None:
         progress.update(task, completed=done, total=total)
@@ -161,6 +164,7 @@ def command(
             batch_size=batch_size,
             embed_batch_size=embed_batch_size,
             on_progress=on_progress,
+            on_stage=lambda stage: progress.update(task, description=STAGES.get(stage, stage)),
         )
 
     table = Table(title="i2i index", show_header=False)
