@@ -261,7 +261,7 @@ def _train(
 
     # ---- wrap up -------------------------------------------------------------------------
     if start_step == total_steps and not last_val:  # resumed a finished run: nothing left to do
-        last_val = state["best"]["metrics"] if state["best"] else {}
+        last_val = _last_logged_val(run_dir / "metrics.jsonl")
     final_counts = {**state["counts"], **_split_counts(train_split, val_split)}
     best_dir = run_dir / "best" if (run_dir / "best").exists() else None
     result = TrainResult(run_dir, run_dir / "last", best_dir, total_steps, last_val, best_val, final_counts)
@@ -477,6 +477,13 @@ def _truncate_metrics(path: Path, step: int) -> None:
     ]
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def _last_logged_val(path: Path) -> dict[str, float]:
+    """The last validation record in metrics.jsonl (without its step / split keys)."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    vals = [r for r in records if r.get("split") == "val"]
+    return {k: v for k, v in vals[-1].items() if k not in ("step", "split")} if vals else {}
 
 
 def _progress(console: Console, env: DistEnv) -> Progress:
