@@ -90,10 +90,10 @@ class OpenClipEncoder(VisionEncoder):
         self._plain_vit = all(hasattr(visual, a) for a in ("_embeds", "transformer", "ln_post")) and (
             getattr(visual, "attn_pool", None) is None and not getattr(visual, "final_ln_after_pool", False)
         )
-        with torch.no_grad():
+        self.freeze()
+        with torch.no_grad():  # probe the feature width once
             cls, _ = self.forward(torch.zeros(1, 3, image_size, image_size))
         self.width = cls.shape[-1]
-        self.freeze()
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         v = self.visual
