@@ -45,7 +45,9 @@ def _make_id(config_text: str, weights_sha: str) -> str:
 
 
 def _state_dict(model: NoteLLM2) -> dict[str, torch.Tensor]:
-    """All weights as contiguous CPU tensors, shared storage broken (safetensors needs that).
+    """All weights as contiguous CPU tensors, shared storage copied (safetensors refuses
+    shared tensors); unshared tensors are not copied, so saving a large model does not
+    double its memory.
 
     LoRA adapters (peft) are merged into a copy of the decoder first, so the saved
     checkpoint is a plain model."""
@@ -56,7 +58,15 @@ def _state_dict(model: NoteLLM2) -> dict[str, torch.Tensor]:
         merged = copy.deepcopy(model.llm).merge_and_unload()
         state = {k: v for k, v in state.items() if not k.startswith("llm.")}
         state.update({f"llm.{k}": v for k, v in merged.state_dict().items()})
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in state.items():
+        t = v.detach().to("cpu").contiguous()
+        if t.untyped_storage().data_ptr() in seen:  # tied / shared weights: store a copy
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    return out
 
 
 def save_checkpoint(model: NoteLLM2, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
