@@ -145,6 +145,11 @@ class ModelConfig:
             )
         if self.dim is not None and self.dim < 0:
             raise UserError(f"dim must be a positive size, or 0 / null for no head; got {self.dim}")
+        if self.vision_config is not None and self.vision != "open_clip":
+            raise UserError(
+                f"vision_config (an inline open_clip tower) needs vision='open_clip', not {self.vision!r}; "
+                "drop vision_config or set vision to 'open_clip'"
+            )
         template = self.prompt
         if self.uses_images and template.count(IMG_TOKEN) != 1:
             raise UserError(f"the {self.variant} prompt template must contain {IMG_TOKEN} exactly once")

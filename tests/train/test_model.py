@@ -193,6 +193,8 @@ def test_config_errors_name_the_bad_value() -> None:
         ModelConfig(variant="basic", prompt_basic="no image here")
     with pytest.raises(UserError, match=IMG_EMB_TOKEN):
         ModelConfig(variant="micl", prompt_micl="<IMG> only")
+    with pytest.raises(UserError, match="vision_config"):
+        tiny_model_config(vision="efficientnet-lite0")
     with pytest.raises(UserError, match="unknown vision spec"):
         build_model(tiny_model_config(vision="resnet50", vision_config=None))
 
