@@ -362,19 +362,19 @@ def _browse(
     ts[repeat] = ts[last_view[repeat]] + rng.integers(1, 20, int(repeat.sum()))
     np.minimum(ts, days * 86_400 - 1, out=ts)  # the rare marathon session stays in the last day
 
-    user_ids = np.array(_ids("u", users), dtype=object)
-    note_ids = truth["note_id"].to_numpy()
+    # Gather strings from small Series (no Python objects per event).
+    user_ids = pl.Series("user_id", _ids("u", users), dtype=pl.Utf8)
     logs = pl.DataFrame(
         {
-            "user_id": pl.Series(user_ids[user], dtype=pl.Utf8),
-            "note_id": pl.Series(note_ids[note], dtype=pl.Utf8),
+            "user_id": user_ids.gather(user),
+            "note_id": truth["note_id"].gather(note),
             "ts": (START + ts.astype("timedelta64[s]")).astype("datetime64[us]"),
-            "event": pl.Series(np.array(labels)[event], dtype=pl.Utf8),
+            "event": pl.Series(labels, dtype=pl.Utf8).gather(event),
         }
     ).sort("ts", "user_id", maintain_order=True)
     prefs = pl.DataFrame(
         {
-            "user_id": pl.Series(user_ids, dtype=pl.Utf8),
+            "user_id": user_ids,
             "events": per_user.astype(np.int64),
             "topics": pref_topic.astype(np.int32).tolist(),
             "motifs": pref_motif.astype(np.int32).tolist(),
