@@ -15,12 +15,17 @@ Semantics (each pinned by a test):
   ordered by (score desc, target id asc); `rank` starts at 1.
 
 How: Polars (streaming engine) reads, filters and dictionary-encodes the logs into
-compact integer events sorted by (user, time). For each event, the partners in its
-window form one contiguous run of that user's sorted events, found with one
-`searchsorted`; runs are expanded in bounded chunks of users (memory stays bounded by
-the chunk, not by the quadratic candidate count), deduplicated per user and summed per
-pair. Inverse-activity weights are summed in fixed point, so scores are exact and
-identical whatever the chunking or thread schedule, then rounded to 9 decimals.
+compact integer events sorted by (user, time), 16 bytes per event. For each event, the
+partners in its window form one contiguous run of that user's sorted events, found with
+one `searchsorted`. Runs are expanded in chunks of *query notes* (about `chunk_rows`
+candidate rows each): pairs with different query notes never meet, so each chunk is
+final on its own and memory stays bounded by the chunk and the top-k output, not by the
+quadratic number of co-views. Within a chunk, one sort of packed uint64
+(query, target, user) keys deduplicates users and groups pairs, and one sort of packed
+(query, score, target) keys ranks them; numpy sorts plain uint64 values several times
+faster than any argsort. Inverse-activity weights are summed in fixed point (2^-40), so
+scores are exact and identical whatever the chunking or thread schedule, then rounded
+to 9 decimals.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from pipeline.splits import assign_splits, parse_split
 
 WEIGHTINGS = ("users", "inverse-activity")
 DEFAULT_MAX_EVENTS_PER_USER = 1000
-DEFAULT_CHUNK_ROWS = 8_000_000  # candidate (user, query, target) rows expanded at once
+DEFAULT_CHUNK_ROWS = 8_000_000  # candidate (query, target, user) rows expanded at once (~40 B each)
 _FIXED = 2.0**40  # fixed-point scale for summing 1 / N_u exactly
 SCORE_DECIMALS = 9
 _PACK_BITS = 64  # a sort key of (query, score, target) must fit in this many bits
