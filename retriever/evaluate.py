@@ -48,6 +48,7 @@ from i2i.metrics import (
     rank_metrics,
     recall_at_k,
 )
+from indexer.store import HnswParams
 
 ANN_RECALL_K = 10
 
@@ -164,7 +165,7 @@ def evaluate_ann(
     pool_emb: np.ndarray,
     es: EvalSet,
     k: int = 100,
-    hnsw: Any = None,
+    hnsw: HnswParams | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
     """The same queries through a temporary Qdrant Edge collection of the pool.
@@ -175,7 +176,7 @@ def evaluate_ann(
     answered by full scan, as it does for small collections, so recall is 1 by design).
     """
     from indexer.edge import EdgeStore
-    from indexer.store import CollectionMeta, HnswParams, point_id
+    from indexer.store import CollectionMeta, point_id
 
     k = min(k, len(es.pool))
     pool_pids = [point_id(n["note_id"]) for n in es.pool]
@@ -227,7 +228,7 @@ def evaluate_embedder(
     name: str | None = None,
     ann: bool = True,
     ann_k: int = 100,
-    hnsw: Any = None,
+    hnsw: HnswParams | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 32,
     device: str | None = None,
