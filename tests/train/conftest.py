@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from train.testing import tiny_model_config
 from train.train_config import TrainConfig
@@ -25,6 +26,16 @@ SHORT_PROMPTS = {
 }
 
 MakeConfig = Callable[..., TrainConfig]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models are latency bound: one intra-op thread is as fast and never stalls on a
+    busy core (OpenMP threads spin-waiting on 2 shared cores cost seconds per step)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

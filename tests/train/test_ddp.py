@@ -6,19 +6,32 @@ free port: two ranks with N pairs each against one process with 2N pairs.
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 
 from train.distributed import free_port
-from train.train_config import TrainConfig
+from train.loop import train
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+pytestmark = pytest.mark.usefixtures("one_thread")  # the in-process reference; see conftest.py
+
+
+def worker_module():
+    """ddp_worker.py imported in this process (the single-process reference runs here)."""
+    spec = importlib.util.spec_from_file_location("ddp_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_ranks(world: int, args: list[str], timeout: float = 240) -> None:
@@ -45,7 +58,7 @@ def run_ranks(world: int, args: list[str], timeout: float = 240) -> None:
 
 
 def test_two_gloo_ranks_give_the_loss_and_gradients_of_one_process(tmp_path: Path) -> None:
-    run_ranks(1, ["grads", str(tmp_path / "single.safetensors"), "8"])
+    worker_module().grads(tmp_path / "single.safetensors", 8)  # no RANK in the env: one process
     run_ranks(2, ["grads", str(tmp_path / "ddp.safetensors"), "8"])
     single, ddp = load_file(tmp_path / "single.safetensors"), load_file(tmp_path / "ddp.safetensors")
     assert single.keys() == ddp.keys()
@@ -68,9 +81,12 @@ def test_two_rank_training_matches_one_process_on_the_first_step(make_config, tm
         cfg = make_config(
             out=str(tmp_path / f"w{world}"), pairs_per_step=pairs_per_rank, max_steps=2, val_every=2
         )
-        path = tmp_path / f"cfg{world}.json"
-        path.write_text(json.dumps(TrainConfig.to_dict(cfg)))
-        run_ranks(world, ["train", str(path)])
+        if world == 1:
+            train(cfg, console=Console(file=io.StringIO()))
+        else:
+            path = tmp_path / "cfg.json"
+            path.write_text(json.dumps(cfg.to_dict()))
+            run_ranks(world, ["train", str(path)])
         results[world] = [json.loads(line) for line in (tmp_path / f"w{world}" / "metrics.jsonl").open()]
     one, two = results[1], results[2]
     assert [(r["step"], r["split"]) for r in one] == [(r["step"], r["split"]) for r in two]

@@ -15,6 +15,8 @@ from i2i.errors import UserError
 from pipeline.synth import generate_platform
 from train.loop import TrainConfig, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
 
 def quiet() -> Console:
     return Console(file=io.StringIO(), width=120)

@@ -16,6 +16,9 @@ from i2i.errors import UserError
 from train.loop import train
 from train.model import build_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
 TIMING = {"pairs_per_s", "tokens_per_s"}
 
 

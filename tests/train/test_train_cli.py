@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from i2i.cli import app
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def toml_value(value: Any) -> str:
