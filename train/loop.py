@@ -136,9 +136,8 @@ def _train(
         need = cfg.pairs_per_step * env.world_size * cfg.grad_accum
         raise UserError(
             f"the train split has {len(train_split)} usable pairs but one optimizer step needs {need} "
-            f"(pairs_per_step {cfg.pairs_per_step} x {env.world_size} rank(s) x grad_accum {cfg.grad_accum});"
-            " "
-            "lower --pairs-per-step / --grad-accum or mine more pairs"
+            f"(pairs_per_step {cfg.pairs_per_step} x {env.world_size} rank(s) x grad_accum "
+            f"{cfg.grad_accum}); lower --pairs-per-step / --grad-accum or mine more pairs"
         )
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps is not None:
@@ -191,6 +190,11 @@ def _train(
             last_val = record
         if step == 0:  # the untrained baseline: nothing to checkpoint yet
             return record
+        # Image counters: the checkpoint's totals plus every rank's count since this process started.
+        since_start = _global_counts(local_counts, env)
+        state["counts"] = {k: counts_at_start[k] + since_start[k] for k in COUNTERS}
+        if broken := state["counts"]["images_broken"]:
+            say(f"images missing or unreadable so far (a blank image was used): {broken}")
         improved = val is not None and _better(record, state["best"], cfg.best_metric)
         if improved:
             state["best"] = {"step": step, "metric": cfg.best_metric, "metrics": record}
@@ -199,11 +203,12 @@ def _train(
         save_trainer_checkpoint(run_dir, model, optimizer, state, env, cfg, best=improved)
         return record
 
+    counts_at_start = dict(state["counts"])  # totals in the checkpoint (0 for a new run)
+    local_counts = dict.fromkeys(COUNTERS, 0)  # this rank's images since this process started
     if not resume and cfg.val_at_start:
         run_validation(0)
 
     # ---- the loop ----------------------------------------------------------------------
-    counts = state["counts"]
     window = {"loss": torch.zeros((), device=env.device), "steps": 0, "tokens": 0, "t0": time.perf_counter()}
     data_iter = None
     start_step = state["step"]
@@ -226,7 +231,7 @@ def _train(
             for micro in range(cfg.grad_accum):
                 batch, batch_counts = next(data_iter)
                 for k in COUNTERS:
-                    counts[k] += batch_counts[k]
+                    local_counts[k] += batch_counts[k]
                 window["tokens"] += _llm_tokens(batch, cfg)
                 batch = {k: v.to(env.device, non_blocking=True) for k, v in batch.items()}
                 # Gradients are all-reduced only on the last micro-batch of the step.
@@ -254,8 +259,9 @@ def _train(
             progress.update(task, completed=done)
 
             if done % cfg.val_every == 0 or done == total_steps:
-                state["counts"] = _global_counts(counts, env) if env.distributed else dict(counts)
+                val_start = time.perf_counter()
                 run_validation(done)
+                window["t0"] += time.perf_counter() - val_start  # throughput counts training time only
             if on_step is not None:
                 on_step(done, record)
 

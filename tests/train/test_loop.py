@@ -106,3 +106,36 @@ def test_config_from_toml_with_overrides(tmp_path: Path) -> None:
         TrainConfig(pairs_per_step=1)
     with pytest.raises(UserError, match="unknown precision 'fp16'"):
         TrainConfig(precision="fp16")
+
+
+def test_broken_images_and_missing_notes_are_counted_not_fatal(
+    make_config, synth_platform: Path, synth_pairs: Path, tmp_path: Path
+) -> None:
+    notes = pl.read_parquet(synth_platform / "notes.parquet")
+    dropped = notes["note_id"].head(5).to_list()
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG truncated")
+    broken_image = pl.when(pl.int_range(pl.len()) % 3 == 0)
+    notes = notes.filter(~pl.col("note_id").is_in(dropped)).with_columns(
+        broken_image.then(pl.lit(str(corrupt))).otherwise(pl.col("image")).alias("image")
+    )
+    notes.write_parquet(tmp_path / "notes.parquet")
+    train_pairs = pl.read_parquet(synth_pairs / "train.parquet")
+    expected_dropped = train_pairs.filter(
+        pl.col("query_id").is_in(dropped) | pl.col("target_id").is_in(dropped)
+    ).height
+    assert expected_dropped > 0
+
+    out = io.StringIO()
+    cfg = make_config(
+        notes=str(tmp_path / "notes.parquet"), out=str(tmp_path / "run"), max_steps=3, val_every=3
+    )
+    result = train(cfg, console=Console(file=out, width=200))
+    counts = result.counts
+    assert counts["train_pairs_dropped_missing_note"] == expected_dropped
+    assert counts["train_pairs"] == train_pairs.height - expected_dropped
+    assert counts["images_broken"] > 0 and counts["images_loaded"] > 0
+    assert counts["images_broken"] + counts["images_loaded"] == 3 * 2 * cfg.pairs_per_step
+    text = out.getvalue()
+    assert f"{expected_dropped} dropped: note missing" in text
+    assert f"missing or unreadable so far (a blank image was used): {counts['images_broken']}" in text
