@@ -70,26 +70,35 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) * 1e3  # ms
 
 
-def run_size(n: int, d: int, queries: int, out: Path, hnsw: HnswParams, batch: int) -> dict[str, float]:
+def run_size(
+    n: int, d: int, queries: int, out: Path, hnsw: HnswParams, batch: int, keep: bool
+) -> dict[str, float]:
     label = f"{n // 1000}k x {d}" if n < 1_000_000 else f"{n // 1_000_000}M x {d}"
     console.rule(label)
     x = clustered(n, d, centres=max(100, n // 500))
     note_ids = [f"n{i}" for i in range(n)]
     ids = [point_id(t) for t in note_ids]
-    path = out / f"edge_{n}_{d}"
-    shutil.rmtree(path, ignore_errors=True)
-    store = EdgeStore(path, hnsw=hnsw)
-    store.create(CollectionMeta(model_id="bench", dim=d))
-
-    t0 = time.perf_counter()
-    for s in range(0, n, batch):
-        payloads = [{"note_id": t, "title": t} for t in note_ids[s : s + batch]]
-        store.upsert(ids[s : s + batch], x[s : s + batch], payloads)
-    store.flush()
-    upsert_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    store.optimize()
-    optimize_s = time.perf_counter() - t0
+    path = out / f"edge_{n}_{d}_m{hnsw.m}_ef{hnsw.ef_construct}"
+    build_file = path / "bench_build.json"
+    if keep and build_file.exists():
+        # Same data (seeded) and HNSW settings, built by an earlier --keep run: measure
+        # queries again (e.g. on a quieter machine) without a rebuild of several minutes.
+        store = EdgeStore(path, hnsw=hnsw)
+        upsert_s, optimize_s = json.loads(build_file.read_text())
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+        store = EdgeStore(path, hnsw=hnsw)
+        store.create(CollectionMeta(model_id="bench", dim=d))
+        t0 = time.perf_counter()
+        for s in range(0, n, batch):
+            payloads = [{"note_id": t, "title": t} for t in note_ids[s : s + batch]]
+            store.upsert(ids[s : s + batch], x[s : s + batch], payloads)
+        store.flush()
+        upsert_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        store.optimize()
+        optimize_s = time.perf_counter() - t0
+        build_file.write_text(json.dumps([upsert_s, optimize_s]))
     console.print(
         f"upsert {n / upsert_s:,.0f} pts/s ({upsert_s:.1f} s); optimize {optimize_s:.1f} s; "
         f"indexed {store.indexed_vectors():,}"
@@ -149,7 +158,8 @@ def run_size(n: int, d: int, queries: int, out: Path, hnsw: HnswParams, batch: i
     related(reopened, note_ids[int(qidx[0])], 10)
     open_s = time.perf_counter() - t
     reopened.close()
-    shutil.rmtree(path, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(path, ignore_errors=True)
     row = {
         "n": n,
         "dim": d,
@@ -182,12 +192,17 @@ def main() -> None:
     ap.add_argument("--ef", type=int, default=HnswParams.ef)
     ap.add_argument("--batch", type=int, default=4096, help="points per upsert")
     ap.add_argument("--out", type=Path, default=Path("bench_out/index_query"))
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep built collections in --out and reuse them on the next --keep run",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     hnsw = HnswParams(m=args.m, ef_construct=args.ef_construct, ef=args.ef)
     console.print(f"torch threads {torch.get_num_threads()}; HNSW {hnsw}")
     rows = [
-        run_size(n, d, args.queries, args.out, hnsw, args.batch)
+        run_size(n, d, args.queries, args.out, hnsw, args.batch, args.keep)
         for n, d in map(parse_size, args.sizes.split(","))
     ]
     (args.out / "results.json").write_text(json.dumps({"hnsw": hnsw.__dict__, "rows": rows}, indent=2))
