@@ -117,7 +117,12 @@ def validate(
     """Val loss and the protocol's rank metrics (`recall@K`, `mrr`, `ndcg@10`, ...)."""
     mm, vis = embed_notes(val.notes, embed, images, note_collator, env, batch_size, num_workers)
     mm = torch.nn.functional.normalize(mm, dim=-1)  # the protocol ranks by normalised dot product
-    ranks = metrics.exact_target_ranks(mm[val.query_rows], mm[val.pool_rows], val.target_in_pool)
+    ranks = metrics.exact_target_ranks(
+        mm[val.query_rows].cpu().numpy(),
+        mm[val.pool_rows].cpu().numpy(),
+        val.target_in_pool,
+        device=mm.device,
+    )
     out = metrics.rank_metrics(ranks, pool_size=len(val.pool_rows), ks=ks)
 
     losses = []
