@@ -136,6 +136,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from train.loop import TrainConfig, autocast_for, forward_loss, make_optimizer
     from train.model import build_model
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     cfg = model_config(args.shape, args.variant, args.connector)
@@ -246,6 +248,7 @@ def main() -> None:
     parser.add_argument("--llm-train", default="full", help="full | frozen")
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument("--peer", default="frozen-llm", choices=[*PEERS, "none"])
+    parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternating; median kept")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak dense bf16 TFLOP/s (MFU)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -272,7 +275,8 @@ def main() -> None:
     memory = "peak_gpu_gib" if args.device == "cuda" else "peak_rss_gib"
     print(
         f"train step: shape {args.shape}, {args.variant}/{args.connector}, {args.pairs} pairs/step, "
-        f"LLM {args.llm_train}, device {args.device}; peer = {PEERS.get(args.peer, 'none')}"
+        f"LLM {args.llm_train}, device {args.device}, threads {args.threads or 'default'}; "
+        f"peer = {PEERS.get(args.peer, 'none')}"
     )
     header = f"{'run':<12}{'pairs/s':>10}{'tokens/s':>11}{'s/step':>9}{'tok/pair':>10}{memory:>14}"
     if args.device == "cuda":

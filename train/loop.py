@@ -563,9 +563,13 @@ def _summary_table(result: TrainResult, cfg: TrainConfig) -> Table:
     table.add_column("metric")
     table.add_column("final", justify="right")
     table.add_column(f"best ({cfg.best_metric})", justify="right")
+
+    def fmt(value: float) -> str:
+        return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"
+
     for key, value in result.metrics.items():
-        best = "" if result.best is None else f"{result.best.get(key, float('nan')):.4f}"
-        table.add_row(key, f"{value:.4f}", best)
+        best = "" if result.best is None else fmt(result.best.get(key, float("nan")))
+        table.add_row(key, fmt(value), best)
     for key, value in result.counts.items():
         table.add_row(key, str(value), "")
     return table
