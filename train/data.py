@@ -45,13 +45,15 @@ class ImageStatus(IntEnum):
 class PairSplit:
     """One split's usable pairs as indices into `notes`.
 
-    query, target: (num_pairs,) int64 row indices into `notes`. Counters say what was
+    query, target: (num_pairs,) int64 row indices into `notes`; rank: (num_pairs,) the
+    pair file's rank of the target for its query (1 = best). Counters say what was
     dropped while building it.
     """
 
     notes: list[Note]
     query: np.ndarray
     target: np.ndarray
+    rank: np.ndarray
     pairs_read: int
     dropped_missing_note: int
     dropped_self_pair: int
@@ -102,6 +104,7 @@ def load_pairs(notes: pl.DataFrame, pairs_path: Path, note_list: list[Note] | No
         notes=note_list if note_list is not None else notes_to_dicts(notes),
         query=joined["q"].to_numpy().astype(np.int64),
         target=joined["t"].to_numpy().astype(np.int64),
+        rank=joined["rank"].to_numpy().astype(np.int64),
         pairs_read=read,
         dropped_missing_note=not_self.height - joined.height,
         dropped_self_pair=read - not_self.height,

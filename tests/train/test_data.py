@@ -68,6 +68,7 @@ def test_load_pairs_drops_and_counts_missing_notes_and_self_pairs(corpus: tuple[
     ids = [n["note_id"] for n in split.notes]
     got = [(ids[q], ids[t]) for q, t in zip(split.query, split.target, strict=True)]
     assert got == [("a", "b"), ("b", "c"), ("e", "f"), ("d", "a")]  # file order kept
+    assert split.rank.tolist() == [1, 1, 1, 1]
     assert (split.pairs_read, split.dropped_missing_note, split.dropped_self_pair) == (7, 2, 1)
 
 
@@ -125,7 +126,7 @@ def synthetic_split(n_pairs: int, n_notes: int, seed: int = 0) -> PairSplit:
     q = rng.integers(0, n_notes, n_pairs)
     t = (q + rng.integers(1, n_notes, n_pairs)) % n_notes  # never a self pair
     notes = [{"note_id": f"n{i}"} for i in range(n_notes)]
-    return PairSplit(notes, q.astype(np.int64), t.astype(np.int64), n_pairs, 0, 0)
+    return PairSplit(notes, q.astype(np.int64), t.astype(np.int64), np.ones(n_pairs, np.int64), n_pairs, 0, 0)
 
 
 def batches(sampler: PairBatchSampler, epoch: int, start: int = 0) -> list[list[int]]:
@@ -191,3 +192,18 @@ def test_schedule_warms_up_then_decays_to_the_floor() -> None:
     assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
     assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
     assert warmup_steps_for(100, 0.0) == 0 and lr_at(0, 2.0, 0, 10) == pytest.approx(2.0)
+
+
+def test_val_set_follows_the_eval_protocol() -> None:
+    from train.validation import build_val_set
+
+    notes = [{"note_id": n} for n in ("a", "b", "c", "d", "e")]
+    # File order puts a's rank-2 target first; the protocol takes (query, rank) order.
+    q, t, rank = [0, 0, 2, 3], [2, 1, 3, 4], [2, 1, 1, 1]
+    split = PairSplit(notes, np.array(q), np.array(t), np.array(rank), 4, 0, 0)
+    val = build_val_set(split)
+    ids = [n["note_id"] for n in val.notes]
+    pairs = [(ids[a], ids[b]) for a, b in zip(val.query_rows, val.target_rows, strict=True)]
+    assert pairs == [("a", "b"), ("c", "d")]  # d is used, so (d, e) is skipped
+    assert [ids[p] for p in val.pool_rows] == ["b", "d", "e"]  # split notes that are not queries
+    assert [ids[val.pool_rows[i]] for i in val.target_in_pool] == ["b", "d"]
