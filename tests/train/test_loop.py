@@ -11,9 +11,12 @@ import polars as pl
 import pytest
 from rich.console import Console
 
+from i2i import metrics
 from i2i.errors import UserError
 from pipeline.synth import generate_platform
-from train.loop import TrainConfig, train
+from train.embed import NoteEmbedder
+from train.loop import TrainConfig, load_splits, train
+from train.validation import build_val_set
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -74,6 +77,15 @@ def test_short_training_lowers_loss_and_beats_untrained_recall(
     assert trained["mrr"] > untrained["mrr"]
     assert trained["val_loss"] < untrained["val_loss"]
     assert result.best_checkpoint is not None and result.metrics["recall@10"] == trained["recall@10"]
+
+    # best/ is a plain checkpoint: the indexer's embedder reproduces the logged validation.
+    val = build_val_set(load_splits(cfg)[1])
+    emb = NoteEmbedder(result.best_checkpoint, device="cpu").embed(val.notes, image_root=platform)
+    ranks = metrics.exact_target_ranks(emb[val.query_rows], emb[val.pool_rows], val.target_in_pool)
+    again = metrics.rank_metrics(ranks, len(val.pool_rows), ks=(10,))
+    assert again["recall@10"] == pytest.approx(trained["recall@10"]) and again["mrr"] == pytest.approx(
+        trained["mrr"], abs=1e-4
+    )
 
 
 def test_text_only_run_never_loads_an_image(make_config, tmp_path: Path) -> None:
