@@ -157,7 +157,12 @@ def _train(
         write_json_atomic(run_dir / "config.json", {**cfg.to_dict(), **resolved})
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     ddp_model = (
-        DDP(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        # Frozen encoder in eval mode, constant rotary tables: no buffer needs a per-forward broadcast.
+        DDP(
+            model,
+            device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
         if env.distributed
         else model
     )
