@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.i2i-installed
 
-.PHONY: setup test lint demo bench
+.PHONY: setup test lint demo
 
 setup: $(STAMP)
 

@@ -7,7 +7,9 @@ Shared by training validation (`train/`) and offline evaluation (`retriever/`):
    every target stays in the pool.
 2. The candidate pool is every note of the split that is not one of the queries.
 3. Rank the pool by dot product of normalised embeddings; record each target's rank
-   (`exact_target_ranks`, chunked brute force, 1-based, ties counted optimistically).
+   (`exact_target_ranks`, chunked brute force, 1-based; a target tied with other pool
+   notes ranks at the middle of its tie group, so identical vectors neither help nor
+   hurt, the same rule the BM25 and image-only baselines use).
 4. Recall@K for K in 10, 100, 1k, 10k, 100k that fit the pool, plus MRR and NDCG@10.
 """
 
@@ -62,18 +64,21 @@ def exact_target_ranks(
     """1-based rank of each query's target among the pool, by dot product.
 
     query_emb: (Q, d); pool_emb: (P, d); target_index[i] is the row of query i's target
-    in pool_emb. rank = 1 + number of pool items scoring strictly higher than the target.
-    Works in chunks of queries so memory stays at chunk_size x P.
+    in pool_emb. rank = 1 + (pool items scoring higher) + (other items scoring the
+    same) / 2, so a rank can be a half. Works in chunks of queries so memory stays at
+    chunk_size x P.
     """
     q = torch.as_tensor(np.asarray(query_emb, dtype=np.float32), device=device)
     p = torch.as_tensor(np.asarray(pool_emb, dtype=np.float32), device=device)
     t = torch.as_tensor(np.asarray(target_index, dtype=np.int64), device=device)
-    ranks = torch.empty(q.shape[0], dtype=torch.long, device=q.device)
+    ranks = torch.empty(q.shape[0], dtype=torch.float64, device=q.device)
     for start in range(0, q.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
         scores = q[sl] @ p.T  # (chunk, P)
         target_scores = scores.gather(1, t[sl, None])  # (chunk, 1)
-        ranks[sl] = 1 + (scores > target_scores).sum(dim=1)
+        higher = (scores > target_scores).sum(dim=1)
+        others_tied = (scores == target_scores).sum(dim=1) - 1
+        ranks[sl] = 1.0 + higher + others_tied / 2.0
     return ranks.cpu().numpy()
 
 

@@ -16,9 +16,9 @@ from retriever.evaluate import build_eval_set, evaluate_embedder, evaluate_score
 
 DEFINITIONS = [
     "pairs are taken greedily in (query_id, rank) order so that no note is used twice, as query or target",
-    "pool = every note of the split's pairs that is not a query; rank = 1 + pool notes scoring higher",
+    "pool = every note of the split's pairs that is not a query; rank = 1 + pool notes scoring higher "
+    "+ half the other pool notes scoring the same (ties rank at the middle of their group, for every method)",
     "embeddings: exact dot product of L2-normalised vectors (chunked brute force)",
-    "BM25 and image-only: a target tied with others ranks at the middle of its tie group",
     "ANN: the same query vectors through a temporary Qdrant Edge collection of the pool "
     "(production HNSW settings); recall@10 vs exact = overlap of ANN and exact top-10",
     "short/long: title + content characters <= / > short_chars (default: the split's median)",

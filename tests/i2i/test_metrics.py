@@ -32,6 +32,9 @@ def test_ranks_by_hand() -> None:
     # q1 scores: .1 .9 .5 0.0 -> target row 1 (.9): none higher -> rank 1
     ranks = exact_target_ranks(queries, pool, [2, 1], chunk_size=1)
     assert ranks.tolist() == [3, 1]
+    # a target tied with two other pool notes ranks at the middle of the tie group
+    tied = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert exact_target_ranks(queries[:1], tied, [1]).tolist() == [2.0]
     scores, idx = exact_top_k(queries, pool, k=2)
     assert idx.tolist() == [[3, 0], [1, 2]]
     assert scores[0].tolist() == pytest.approx([1.0, 0.9])
