@@ -393,7 +393,7 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
 
 def forward_loss(
     ddp_model: torch.nn.Module, model: NoteLLM2, batch: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One forward over the 2N notes [q..., d...] of the local batch, then the NoteLLM-2 loss."""
     emb: NoteEmbeddings = ddp_model(batch)
     queries, targets = emb.split_pairs()

@@ -79,7 +79,9 @@ class TrainConfig:
     val_ks: tuple[int, ...] = (10, 100, 1000)  # Recall@K reported (those smaller than the pool)
     val_max_queries: int | None = None  # cap on val queries (None = all greedy-unique val pairs)
     val_batch_size: int = 64  # notes per forward when embedding the val split
-    best_metric: str = "recall@10"  # higher is better; "val_loss" means lower is better
+    # Picks best/: recall@K, mrr, ndcg@10 (higher is better) or val_loss (lower is better);
+    # None = recall at the smallest of val_ks (recall@10 with the defaults).
+    best_metric: str | None = None
     log_every: int = 10  # a metrics.jsonl train line every N steps
 
     def __post_init__(self) -> None:
@@ -87,6 +89,8 @@ class TrainConfig:
             self.model = ModelConfig.from_dict(self.model)
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.val_ks = tuple(int(k) for k in self.val_ks)
+        if self.best_metric is None and self.val_ks:
+            self.best_metric = f"recall@{min(self.val_ks)}"
         self.validate()
 
     def validate(self) -> None:
@@ -107,6 +111,9 @@ class TrainConfig:
             raise UserError(f"max_steps must be >= 1 or unset, got {self.max_steps}")
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
+        metrics = ["val_loss", "mrr", "ndcg@10", *(f"recall@{k}" for k in self.val_ks)]
+        if self.best_metric not in metrics:
+            raise UserError(f"unknown best_metric {self.best_metric!r}; choose one of {', '.join(metrics)}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 

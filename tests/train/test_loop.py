@@ -118,6 +118,8 @@ def test_config_from_toml_with_overrides(tmp_path: Path) -> None:
         TrainConfig(pairs_per_step=1)
     with pytest.raises(UserError, match="unknown precision 'fp16'"):
         TrainConfig(precision="fp16")
+    with pytest.raises(UserError, match="unknown best_metric 'recall@7'"):
+        TrainConfig(best_metric="recall@7")
 
 
 def test_broken_images_and_missing_notes_are_counted_not_fatal(
