@@ -110,6 +110,7 @@ def _train(
     run_dir = Path(cfg.out)
     say = console.print if env.is_main else (lambda *a, **k: None)
     _check_run_dir(run_dir, resume)
+    barrier(env)  # every rank has checked the run dir before rank 0 writes into it
     seed_everything(cfg.seed)  # same on every rank: identical initial weights
 
     # Data: pairs joined to notes (missing notes dropped and counted).
@@ -149,7 +150,8 @@ def _train(
     state: dict[str, Any] = {"step": 0, "best": None, "counts": dict.fromkeys(COUNTERS, 0)}
     if resume:
         state = load_trainer_state(run_dir / "last", optimizer, env, cfg)
-        _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
+        if env.is_main:
+            _truncate_metrics(run_dir / "metrics.jsonl", state["step"])
         say(f"resuming {run_dir} at step {state['step']} of {total_steps}")
     elif env.is_main:
         # Absolute data paths, so `i2i eval RUN` and `--resume` work from any directory.
