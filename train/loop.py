@@ -526,6 +526,10 @@ def _val_line(step: int, record: dict[str, float]) -> str:
 
 
 def _better(record: dict[str, float], best: dict[str, Any] | None, metric: str) -> bool:
+    """Whether `record` beats the best so far on `metric` (MRR when the val pool is too
+    small for that recall@K to be reported: the pool never changes within a run)."""
+    if metric not in record and metric.startswith("recall@"):
+        metric = "mrr"
     if metric not in record or math.isnan(record[metric]):
         return best is None  # nothing to compare: keep the first checkpoint as best
     if best is None:

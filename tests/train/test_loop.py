@@ -153,3 +153,16 @@ def test_broken_images_and_missing_notes_are_counted_not_fatal(
     text = out.getvalue()
     assert f"{expected_dropped} dropped: note missing" in text
     assert f"missing or unreadable so far (a blank image was used): {counts['images_broken']}" in text
+
+
+def test_best_checkpoint_rule() -> None:
+    from train.loop import _better
+
+    best = {"metrics": {"recall@10": 0.5, "mrr": 0.4, "val_loss": 2.0}}
+    assert _better({"recall@10": 0.6}, best, "recall@10") and not _better(
+        {"recall@10": 0.5}, best, "recall@10"
+    )
+    assert _better({"val_loss": 1.5}, best, "val_loss") and not _better({"val_loss": 2.5}, best, "val_loss")
+    # A val pool of 10 notes or fewer reports no recall@10: MRR decides instead.
+    assert _better({"mrr": 0.5}, best, "recall@10") and not _better({"mrr": 0.3}, best, "recall@10")
+    assert _better({"mrr": 0.1}, None, "recall@10")  # the first validation is the best so far
