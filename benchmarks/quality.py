@@ -59,7 +59,8 @@ def _data(args: argparse.Namespace, out: Path, console: Console) -> tuple[Path, 
             seed=args.seed,
         )
     if not (pairs / "summary.json").exists():
-        write_pairs(mine_pairs(data / "logs", split=(0.8, 0.1, 0.1), seed=args.seed), pairs)
+        # 1h: the synthetic sessions (see DemoConfig.window); real logs use the 7d default
+        write_pairs(mine_pairs(data / "logs", window="1h", split=(0.8, 0.1, 0.1), seed=args.seed), pairs)
     return data, pairs
 
 
@@ -128,13 +129,13 @@ def _row(res: dict[str, Any]) -> dict[str, float | None]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench_out/quality"))
-    p.add_argument("--notes", type=int, default=3000)
-    p.add_argument("--users", type=int, default=1500)
-    p.add_argument("--events", type=int, default=150_000)
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps per variant (same for all)")
+    p.add_argument("--notes", type=int, default=2000)
+    p.add_argument("--users", type=int, default=800)
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--steps", type=int, default=60, help="optimizer steps per variant (same for all)")
     p.add_argument("--pairs-per-step", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--llm-layers", type=int, default=6, help="SmolLM2 layers kept (of 30)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--llm-layers", type=int, default=4, help="SmolLM2 layers kept (of 30)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="tiny random models: a smoke test in seconds")

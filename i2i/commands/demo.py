@@ -12,10 +12,13 @@ from i2i.demo import DemoConfig, default_demo_model, run_demo
 
 def command(
     out: Annotated[Path, typer.Option(help="Directory for every step's output.")] = Path("demo"),
-    notes: Annotated[int, typer.Option(help="Notes on the synthetic platform.", min=50)] = 1200,
+    notes: Annotated[int, typer.Option(help="Notes on the synthetic platform.", min=50)] = 1600,
     users: Annotated[int, typer.Option(help="Users on the synthetic platform.", min=10)] = 600,
-    events: Annotated[int, typer.Option(help="Log events to simulate.", min=1000)] = 60_000,
-    steps: Annotated[int, typer.Option(help="Training steps (optimizer updates).", min=1)] = 120,
+    events: Annotated[int, typer.Option(help="Log events to simulate.", min=1000)] = 80_000,
+    window: Annotated[
+        str, typer.Option(help="Co-view window for mine-pairs (synthetic sessions last ~1h; real logs: 7d).")
+    ] = "1h",
+    steps: Annotated[int, typer.Option(help="Training steps (optimizer updates).", min=1)] = 80,
     pairs_per_step: Annotated[int, typer.Option(help="Pairs per step (in-batch negatives).", min=2)] = 16,
     llm_layers: Annotated[
         int,
@@ -41,6 +44,7 @@ def command(
         notes=notes,
         users=users,
         events=events,
+        window=window,
         steps=steps,
         pairs_per_step=pairs_per_step,
         model=model,
