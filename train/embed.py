@@ -79,6 +79,8 @@ class NoteEmbedder:
             raise UserError(
                 f"NoteEmbedder needs a checkpoint directory or a NoteLLM2, got {type(model_or_dir)}"
             )
+        if blank is not None:  # other vectors than the checkpoint's: never mix them in one collection
+            self.model_id = f"{self.model_id}+blank-{blank}"
         self.dim = self.model.out_dim
         self.image_threads = image_threads
         self.broken_images = 0

@@ -95,3 +95,13 @@ def test_embed_keeps_training_mode(model) -> None:
     NoteEmbedder(model, device="cpu").embed(tiny_notes(2))
     assert model.training and not model.vision.training
     model.eval()
+
+
+def test_blanked_embedder_has_its_own_model_id() -> None:
+    from train.embed import NoteEmbedder
+    from train.model import build_model
+    from train.testing import tiny_model_config
+
+    model = build_model(tiny_model_config())
+    plain, blanked = NoteEmbedder(model), NoteEmbedder(model, blank="image")
+    assert blanked.model_id == f"{plain.model_id}+blank-image"
