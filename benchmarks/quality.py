@@ -71,6 +71,7 @@ def _model(args: argparse.Namespace, variant: str):  # -> ModelConfig
         return tiny_model_config(variant=variant)
     model = default_demo_model(args.llm_layers)
     model.variant = variant
+    model.temperature_init = args.temperature_init
     model.validate()
     return model
 
@@ -88,6 +89,7 @@ def _train_variant(
         out=str(run),
         model=_model(args, variant),
         lr=args.lr,
+        llm_lr=args.llm_lr,
         max_steps=args.steps,
         pairs_per_step=args.pairs_per_step,
         val_every=args.steps,  # validate once at the end: the budget goes to training
@@ -134,8 +136,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per variant (same for all)")
     p.add_argument("--pairs-per-step", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=1e-3, help="new modules: connector, fusion, head")
+    p.add_argument("--llm-lr", type=float, default=5e-5, help="SmolLM2's own weights")
     p.add_argument("--llm-layers", type=int, default=4, help="SmolLM2 layers kept (of 30)")
+    p.add_argument("--temperature-init", type=float, default=3.0, help="t0: logits scaled by exp(t)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiny", action="store_true", help="tiny random models: a smoke test in seconds")

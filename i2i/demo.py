@@ -86,7 +86,8 @@ class DemoConfig:
     model: ModelConfig = field(default_factory=default_demo_model)
     steps: int = 80
     pairs_per_step: int = 16
-    lr: float = 3e-4
+    lr: float = 1e-3  # the new modules (connector, late fusion, head, temperature)
+    llm_lr: float = 5e-5  # SmolLM2's own weights: ~3e-4 collapses the embeddings in this budget
     val_every: int = 60
     num_workers: int = 1
     # what the end shows
@@ -156,7 +157,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     console.print(
         Panel.fit(
             f"[bold]i2i demo[/] into {paths.root}\nmodel: {cfg.describe_model()}\n"
-            f"budget: {cfg.steps} steps x {cfg.pairs_per_step} pairs, lr {cfg.lr:g}; "
+            f"budget: {cfg.steps} steps x {cfg.pairs_per_step} pairs, lr {cfg.lr:g} (LLM {cfg.llm_lr:g}); "
             f"pairs co-viewed within {cfg.window} (synthetic sessions; real logs: 7d)"
             + (
                 "\n[yellow]shortened for a CPU demo: the LLM keeps only its first layers and the "
@@ -259,6 +260,7 @@ def _train(cfg: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any
         out=str(paths.run),
         model=cfg.model,
         lr=cfg.lr,
+        llm_lr=cfg.llm_lr,
         max_steps=cfg.steps,
         pairs_per_step=cfg.pairs_per_step,
         val_every=cfg.val_every,
@@ -378,7 +380,7 @@ def _commands(cfg: DemoConfig, paths: DemoPaths) -> list[str]:
         f"--events {cfg.events} --image-size {cfg.image_size} --seed {cfg.seed}",
         f"i2i mine-pairs {paths.logs} --out {paths.pairs} --window {cfg.window} --split {split} "
         f"--seed {cfg.seed}",
-        f"i2i train --config {paths.run}/config.json --out {paths.run} --resume",
+        f"i2i train --out {paths.run} --resume",
         f"i2i index {paths.notes} --checkpoint {paths.run} --workspace {r}",
         f"i2i eval {paths.run}",
         f"i2i related NOTE_ID --workspace {r}",

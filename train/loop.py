@@ -233,7 +233,7 @@ def _train(
                 )
             lr = lr_at(step, cfg.lr, warmup, total_steps, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
 
             for micro in range(cfg.grad_accum):
                 batch, batch_counts = next(data_iter)
@@ -317,14 +317,24 @@ def load_splits(cfg: TrainConfig) -> tuple[PairSplit, PairSplit | None]:
 
 
 def make_optimizer(model: NoteLLM2, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; no weight decay on biases, norms and the temperature."""
-    decay, no_decay = [], []
+    """AdamW over trainable parameters; no weight decay on biases, norms and the temperature.
+
+    Each group carries `lr_scale`: 1 for the new modules, `llm_lr / lr` for the LLM's
+    own weights; the schedule sets every group's lr to `lr_at(step) * lr_scale`.
+    """
+    llm_params = {id(p) for p in model.llm.parameters()}
+    llm_scale = (cfg.llm_lr / cfg.lr) if cfg.llm_lr is not None else 1.0
+    buckets: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+            buckets.setdefault((id(p) in llm_params, p.ndim >= 2), []).append(p)
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decays else 0.0,
+            "lr_scale": llm_scale if in_llm else 1.0,
+        }
+        for (in_llm, decays), params in sorted(buckets.items())
     ]
     fused = next(model.parameters()).device.type == "cuda"
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)

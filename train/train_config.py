@@ -56,6 +56,11 @@ class TrainConfig:
 
     # --- optimisation ----------------------------------------------------------------
     lr: float = 3e-6  # paper: AdamW 3e-6 for the full LLM; a frozen LLM / tiny model wants ~1e-4..1e-3
+    # Peak learning rate of the pretrained LLM's weights; None = `lr` (the paper: one lr).
+    # The connector, fusion, head and temperature start from random and use `lr`; a
+    # short CPU budget wants them faster than the LLM (e.g. lr 1e-3, llm_lr 5e-5), since
+    # a full-LLM lr of ~3e-4 collapses every embedding to one point within 60 steps.
+    llm_lr: float | None = None
     weight_decay: float = 0.001  # paper: 0.001; not applied to biases, norms, the temperature
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_ratio: float = 0.1  # paper: 10% linear warm-up, then cosine decay
@@ -111,6 +116,8 @@ class TrainConfig:
             raise UserError(f"max_steps must be >= 1 or unset, got {self.max_steps}")
         if self.lr <= 0:
             raise UserError(f"lr must be > 0, got {self.lr}")
+        if self.llm_lr is not None and self.llm_lr <= 0:
+            raise UserError(f"llm_lr must be > 0 or unset, got {self.llm_lr}")
         metrics = ["val_loss", "mrr", "ndcg@10", *(f"recall@{k}" for k in self.val_ks)]
         if self.best_metric not in metrics:
             raise UserError(f"unknown best_metric {self.best_metric!r}; choose one of {', '.join(metrics)}")

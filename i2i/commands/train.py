@@ -21,6 +21,7 @@ from i2i.errors import UserError
 PATH_FLAGS = ("notes", "images", "pairs", "out")
 TRAIN_FLAGS = (
     "lr",
+    "llm_lr",
     "epochs",
     "max_steps",
     "pairs_per_step",
@@ -67,6 +68,12 @@ def command(
         bool, typer.Option("--resume", help="Continue the run in --out from its last/ checkpoint.")
     ] = False,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (paper: 3e-6 for a full LLM).")] = None,
+    llm_lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak learning rate of the LLM's own weights (default: --lr); new modules use --lr."
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the train pairs (paper: 1).")] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many optimizer steps.")

@@ -166,3 +166,20 @@ def test_best_checkpoint_rule() -> None:
     # A val pool of 10 notes or fewer reports no recall@10: MRR decides instead.
     assert _better({"mrr": 0.5}, best, "recall@10") and not _better({"mrr": 0.3}, best, "recall@10")
     assert _better({"mrr": 0.1}, None, "recall@10")  # the first validation is the best so far
+
+
+def test_llm_lr_scales_only_the_llm_groups() -> None:
+    from train.loop import make_optimizer
+    from train.model import build_model
+    from train.testing import tiny_model_config
+    from train.train_config import TrainConfig
+
+    model = build_model(tiny_model_config())
+    opt = make_optimizer(model, TrainConfig(model=model.config, lr=1e-3, llm_lr=5e-5))
+    llm = {id(p) for p in model.llm.parameters()}
+    for group in opt.param_groups:
+        in_llm = {id(p) in llm for p in group["params"]}
+        assert len(in_llm) == 1  # a group is all LLM or all new modules
+        assert group["lr_scale"] == pytest.approx(0.05 if in_llm.pop() else 1.0)
+    covered = sum(len(g["params"]) for g in opt.param_groups)
+    assert covered == sum(1 for p in model.parameters() if p.requires_grad)
