@@ -87,7 +87,7 @@ class DemoConfig:
     steps: int = 80
     pairs_per_step: int = 16
     lr: float = 1e-3  # the new modules (connector, late fusion, head, temperature)
-    llm_lr: float = 5e-5  # SmolLM2's own weights: ~3e-4 collapses the embeddings in this budget
+    llm_lr: float = 1e-4  # SmolLM2's own weights: ~3e-4 collapses the embeddings in this budget
     val_every: int = 60
     num_workers: int = 1
     # what the end shows
