@@ -93,6 +93,34 @@ def read_notes(path: str | Path) -> pl.DataFrame:
     return df.select("note_id", "title", "content", "tags", "image")
 
 
+def read_pairs(path: str | Path) -> pl.DataFrame:
+    """Read one split's pairs Parquet: `query_id`, `target_id` (as strings) and `rank`.
+
+    A file without `rank` gets rank 1 everywhere; a missing file or id column is a
+    `UserError` naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"pairs file not found: {path} (expected the output of `i2i mine-pairs`)")
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:
+        raise UserError(f"cannot read pairs file {path}: {exc}") from None
+    missing = [c for c in ("query_id", "target_id") if c not in df.columns]
+    if missing:
+        raise UserError(
+            f"pairs file {path} lacks column(s) {', '.join(missing)}; expected {', '.join(PAIR_COLUMNS)}"
+        )
+    if "rank" not in df.columns:
+        df = df.with_columns(pl.lit(1).alias("rank"))
+    return df.select(pl.col("query_id").cast(pl.Utf8), pl.col("target_id").cast(pl.Utf8), pl.col("rank"))
+
+
+def text_length(note: Note) -> int:
+    """Characters of title + content: the short/long text slices and length grouping."""
+    return len(note.get("title") or "") + len(note.get("content") or "")
+
+
 def notes_to_dicts(df: pl.DataFrame) -> list[Note]:
     """Frame from `read_notes` -> list of `Note` dicts."""
     return df.select("note_id", "title", "content", "tags", "image").to_dicts()

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from i2i.contracts import notes_to_dicts, read_notes
+from i2i.contracts import SPLITS, notes_to_dicts, read_notes
 from i2i.io import write_json_atomic
 from i2i.metrics import greedy_unique_pairs
 from train.config import ModelConfig
@@ -238,9 +238,6 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     return summary
 
 
-SPLITS = ("train", "val", "test")
-
-
 def _train(cfg: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any]:
     from train.loop import TrainConfig, train
 
@@ -306,12 +303,11 @@ def _index(paths: DemoPaths, console: Console) -> dict[str, Any]:
 
 
 def _eval(paths: DemoPaths, console: Console) -> dict[str, Any]:
-    from retriever.report import comparison_table, write_report
+    from retriever.report import write_report
     from retriever.runner import run_eval
 
     report = run_eval([paths.run], paths.notes, paths.pairs, split="test", log=console.print)
-    write_report(report, paths.run)
-    console.print(comparison_table(report))
+    write_report(report, paths.run)  # the table prints once, at the end
     return report
 
 

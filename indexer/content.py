@@ -44,8 +44,3 @@ def content_hash(note: Note, image_root: str | Path | None) -> str:
     ]
     blob = json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
-
-
-def text_length(note: Note) -> int:
-    """Characters of title + content: used to group embedding batches by length."""
-    return len(note.get("title") or "") + len(note.get("content") or "")

@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from i2i.contracts import Embedder, Note, notes_to_dicts
+from i2i.contracts import Embedder, Note, notes_to_dicts, text_length
 from i2i.errors import UserError
 from i2i.metrics import (
     DEFAULT_KS,
@@ -66,10 +66,6 @@ class EvalSet:
     short_chars: int
     dropped_pairs: int = 0
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def _text_len(note: Note) -> int:
-    return len(note.get("title") or "") + len(note.get("content") or "")
 
 
 def build_eval_set(
@@ -107,10 +103,10 @@ def build_eval_set(
     row = {nid: i for i, nid in enumerate(pool_ids)}
     queries = [by_id[i] for i in q_ids]
 
-    lengths = np.array([_text_len(by_id[i]) for i in sorted(split_ids)])
+    lengths = np.array([text_length(by_id[i]) for i in sorted(split_ids)])
     threshold = int(np.median(lengths)) if short_chars is None else int(short_chars)
-    q_len = np.array([_text_len(n) for n in queries])
-    t_len = np.array([_text_len(by_id[t]) for t in t_ids])
+    q_len = np.array([text_length(n) for n in queries])
+    t_len = np.array([text_length(by_id[t]) for t in t_ids])
     slices = {
         "query_text=short": q_len <= threshold,
         "query_text=long": q_len > threshold,

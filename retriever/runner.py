@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from i2i.contracts import read_notes
+from i2i.contracts import read_notes, read_pairs
 from i2i.errors import UserError
 from retriever.evaluate import build_eval_set, evaluate_embedder, evaluate_scores
 
@@ -31,12 +31,7 @@ def read_split(pairs: str | Path, split: str) -> tuple[pl.DataFrame, Path]:
     path = Path(pairs)
     if path.is_dir():
         path = path / f"{split}.parquet"
-    if not path.exists():
-        raise UserError(f"pairs file not found: {path} (expected {split}.parquet from `i2i mine-pairs`)")
-    try:
-        return pl.read_parquet(path), path
-    except Exception as exc:
-        raise UserError(f"cannot read pairs file {path}: {exc}") from None
+    return read_pairs(path), path
 
 
 def run_defaults(run: str | Path) -> dict[str, Any]:

@@ -26,8 +26,7 @@ import polars as pl
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from i2i.contracts import PAIR_COLUMNS, Note, notes_to_dicts, resolve_image
-from i2i.errors import UserError
+from i2i.contracts import Note, notes_to_dicts, read_pairs, resolve_image
 from i2i.images import load_image
 
 Transform = Callable[[Any], torch.Tensor]
@@ -64,24 +63,6 @@ class PairSplit:
     def note_indices(self) -> np.ndarray:
         """Sorted unique rows of `notes` used by this split's pairs."""
         return np.unique(np.concatenate([self.query, self.target]))
-
-
-def read_pairs(path: Path) -> pl.DataFrame:
-    """Read one split's pairs Parquet with the contract's columns; ids as strings."""
-    if not path.exists():
-        raise UserError(f"pairs file not found: {path} (expected the output of `i2i mine-pairs`)")
-    try:
-        df = pl.read_parquet(path)
-    except Exception as exc:
-        raise UserError(f"cannot read pairs file {path}: {exc}") from None
-    missing = [c for c in ("query_id", "target_id") if c not in df.columns]
-    if missing:
-        raise UserError(
-            f"pairs file {path} lacks column(s) {', '.join(missing)}; expected {', '.join(PAIR_COLUMNS)}"
-        )
-    if "rank" not in df.columns:
-        df = df.with_columns(pl.lit(1).alias("rank"))
-    return df.select(pl.col("query_id").cast(pl.Utf8), pl.col("target_id").cast(pl.Utf8), pl.col("rank"))
 
 
 def load_pairs(notes: pl.DataFrame, pairs_path: Path, note_list: list[Note] | None = None) -> PairSplit:
