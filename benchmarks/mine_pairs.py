@@ -146,7 +146,7 @@ def compare(polars_out: Path, duckdb_out: Path) -> int:
     import polars as pl
     from polars.testing import assert_frame_equal
 
-    from i2i.contracts import SPLITS
+    from core.contracts import SPLITS
 
     ours = pl.concat(
         [

@@ -32,15 +32,15 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from i2i.contracts import read_notes
+from core.contracts import read_notes
+from core.io import write_json_atomic
 from i2i.demo import default_demo_model
-from i2i.io import write_json_atomic
-from indexer.embedding import load_embedder
 from pipeline.mine import mine_pairs, write_pairs
 from pipeline.synth import generate_platform
 from retriever.baselines import BlankedEmbedder, bm25_scorer, embedding_scorer, image_only_embedder
 from retriever.evaluate import build_eval_set, evaluate_embedder, evaluate_scores
 from train.config import VARIANTS
+from train.embed import load_embedder
 from train.loop import TrainConfig, train
 
 SLICES = ("relation=text", "relation=image", "relation=both", "query_text=short")

@@ -90,7 +90,7 @@ def model_config(shape: str, variant: str, connector: str) -> Any:
 
 def make_batches(model: Any, pairs: int, count: int, image_size: int) -> list[dict]:
     """`count` collated batches of `pairs` pairs from a small synth platform."""
-    from i2i.contracts import read_notes
+    from core.contracts import read_notes
     from pipeline.mine import mine_pairs, write_pairs
     from pipeline.synth import generate_platform
     from train.data import NoteImageLoader, PairBatchSampler, PairCollate, PairDataset, load_pairs

@@ -1,7 +1,7 @@
 """The `i2i` command line: a thin layer that parses arguments and calls one library
 function per command. Each command lives in `i2i/commands/<name>.py`.
 
-User mistakes raise `i2i.errors.UserError`; `main` prints them as one red line and exits
+User mistakes raise `core.errors.UserError`; `main` prints them as one red line and exits
 with code 2 (no traceback).
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from core.errors import UserError
 from i2i.commands import demo, evaluate, index, mine_pairs, models, related, synth, train
-from i2i.errors import UserError
 
 app = typer.Typer(
     name="i2i",

@@ -33,9 +33,9 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from i2i.contracts import SPLITS, notes_to_dicts, read_notes
-from i2i.io import write_json_atomic
-from i2i.metrics import greedy_unique_pairs
+from core.contracts import SPLITS, notes_to_dicts, read_notes
+from core.io import write_json_atomic
+from core.metrics import greedy_unique_pairs
 from train.config import ModelConfig
 
 COLLECTION = "notes"
@@ -281,8 +281,8 @@ def _store(paths: DemoPaths):  # -> VectorStore
 
 
 def _index(paths: DemoPaths, console: Console) -> dict[str, Any]:
-    from indexer.embedding import load_embedder
     from indexer.job import index_notes
+    from train.embed import load_embedder
 
     embedder = load_embedder(paths.run, device="cpu")
     store = _store(paths)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from i2i.errors import UserError
+from core.errors import UserError
 from indexer.store import HnswParams, VectorStore
 
 DEFAULT_COLLECTION = "notes"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from i2i.errors import UserError
+from core.errors import UserError
 from indexer.store import CollectionMeta, Hit, HnswParams, StoredPoint, VectorStore
 
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from i2i.contracts import Note, resolve_image
+from core.contracts import Note, resolve_image
 
 
 def image_signature(image: str | None, image_root: str | Path | None) -> str | None:

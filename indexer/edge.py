@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from i2i.errors import UserError
-from i2i.io import write_json_atomic
+from core.errors import UserError
+from core.io import write_json_atomic
 from indexer.store import CollectionMeta, Hit, HnswParams, StoredPoint, VectorStore
 
 META_FILE = "collection.json"

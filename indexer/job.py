@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from i2i.contracts import Embedder, Note, notes_to_dicts, read_notes, resolve_image, text_length
-from i2i.images import load_image
+from core.contracts import Embedder, Note, notes_to_dicts, read_notes, resolve_image, text_length
+from core.images import load_image
 from indexer.content import content_hash
 from indexer.store import CollectionMeta, VectorStore, ensure_collection, point_id
 

@@ -17,16 +17,26 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
 
-from i2i import __version__
-from i2i.errors import UserError
+from core.errors import UserError
 
 # Fixed namespace: the same note_id maps to the same point id in every collection,
 # on every machine, for every version of i2i. Never change it (it would orphan every
 # existing point).
+
+
+def _package_version() -> str:
+    """The installed i2i distribution's version (read from its metadata, not the CLI)."""
+    try:
+        return version("i2i")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 POINT_NAMESPACE = uuid.UUID("6f1c1f0e-3d0a-5b7e-9a51-1a2b3c4d5e6f")
 
 DISTANCE = "cosine"
@@ -45,7 +55,7 @@ class CollectionMeta:
     model_id: str
     dim: int
     distance: str = DISTANCE
-    created_by: str = f"i2i {__version__}"
+    created_by: str = field(default_factory=lambda: f"i2i {_package_version()}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

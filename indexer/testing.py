@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from i2i.contracts import Note
+from core.contracts import Note
 
 _WORD = re.compile(r"\w+")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from i2i.errors import UserError
+from core.errors import UserError
 
 LOG_SUFFIXES = (".parquet", ".csv")
 TS_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1}

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from i2i.contracts import SPLITS
-from i2i.errors import UserError
-from i2i.io import atomic_path
+from core.contracts import SPLITS
+from core.errors import UserError
+from core.io import atomic_path
 from pipeline.logs import find_log_files, format_duration, parse_duration, scan_logs
 from pipeline.splits import assign_splits, parse_split
 

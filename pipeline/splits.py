@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from i2i.contracts import SPLITS
-from i2i.errors import UserError
+from core.contracts import SPLITS
+from core.errors import UserError
 
 
 def parse_split(text: str | Sequence[float]) -> tuple[float, float, float]:

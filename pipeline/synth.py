@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from i2i.errors import UserError
-from i2i.io import atomic_path
+from core.errors import UserError
+from core.io import atomic_path
 from pipeline import motifs as mt
 from pipeline.vocab import EMPTY_TITLES, FILLER, topic_words
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from i2i.contracts import Note, resolve_image
-from i2i.images import blank_image, load_image
+from core.contracts import Note, resolve_image
+from core.images import blank_image, load_image
 from retriever.evaluate import EvalSet
 
 
@@ -88,8 +88,7 @@ def image_only_embedder(
     from train.vision import build_vision
 
     if checkpoint is not None:
-        from indexer.embedding import resolve_checkpoint
-        from train.checkpoint import load_checkpoint
+        from train.checkpoint import load_checkpoint, resolve_checkpoint
 
         ckpt = resolve_checkpoint(checkpoint)
         model = load_checkpoint(ckpt)

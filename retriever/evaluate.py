@@ -1,4 +1,4 @@
-"""Offline evaluation: the reference protocol (i2i.metrics, NOTELLM2.md) on a pairs split.
+"""Offline evaluation: the reference protocol (core.metrics, NOTELLM2.md) on a pairs split.
 
 One harness for every method, so numbers are comparable:
 
@@ -6,7 +6,7 @@ One harness for every method, so numbers are comparable:
   in (query_id, rank) order), pool = split notes minus queries, text-length slices and,
   with a synthetic platform's truth table, which factor made each pair related.
 - `evaluate_embedder(embedder, ...)`: embeds the split notes once, ranks the pool by
-  exact dot product (`i2i.metrics.exact_target_ranks`, chunked, CPU or GPU), and runs
+  exact dot product (`core.metrics.exact_target_ranks`, chunked, CPU or GPU), and runs
   the same queries through a Qdrant collection (a temporary embedded Qdrant Edge
   collection of the pool, built like the production one) to report the ANN's recall
   against exact and the metrics as served.
@@ -37,9 +37,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from i2i.contracts import Embedder, Note, notes_to_dicts, text_length
-from i2i.errors import UserError
-from i2i.metrics import (
+from core.contracts import Embedder, Note, notes_to_dicts, text_length
+from core.errors import UserError
+from core.metrics import (
     DEFAULT_KS,
     candidate_pool,
     exact_target_ranks,

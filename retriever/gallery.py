@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from i2i.contracts import Note, resolve_image
-from i2i.io import atomic_path
+from core.contracts import Note, resolve_image
+from core.io import atomic_path
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from i2i.errors import UserError
+from core.errors import UserError
 from indexer.store import VectorStore, point_id
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.table import Table
 
-from i2i.io import atomic_path, write_json_atomic
+from core.io import atomic_path, write_json_atomic
 
 ROW_ORDER = ("recall@10", "recall@100", "recall@1000", "recall@10000", "recall@100000", "mrr", "ndcg@10")
 

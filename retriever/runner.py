@@ -10,8 +10,8 @@ from typing import Any
 
 import polars as pl
 
-from i2i.contracts import read_notes, read_pairs
-from i2i.errors import UserError
+from core.contracts import read_notes, read_pairs
+from core.errors import UserError
 from retriever.evaluate import build_eval_set, evaluate_embedder, evaluate_scores
 
 DEFINITIONS = [
@@ -68,7 +68,7 @@ def run_eval(
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Evaluate each checkpoint (and BM25 / image-only baselines) on one split."""
-    from indexer.embedding import load_embedder
+    from train.embed import load_embedder
 
     notes = Path(notes)
     image_root = Path(image_root) if image_root is not None else notes.parent

@@ -10,7 +10,7 @@
     <dir>/manifest.json      format version, weights sha256, checkpoint id
     <dir>/extra.json         caller's extra data (e.g. training step, metrics), optional
 
-Writes are atomic (`i2i.io.atomic_path`): a crash leaves the previous checkpoint intact.
+Writes are atomic (`core.io.atomic_path`): a crash leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from i2i.errors import UserError
-from i2i.io import atomic_path
+from core.errors import UserError
+from core.io import atomic_path
 from train.config import ModelConfig
 from train.model import NoteLLM2
 
@@ -142,3 +142,26 @@ def checkpoint_id(directory: str | Path) -> str:
     if manifest.exists():
         return json.loads(manifest.read_text())["id"]
     return _make_id((directory / "config.json").read_text(), _sha256(directory / WEIGHTS))
+
+
+RUN_CHOICES = ("best", "last")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory `path` names: itself, or a run directory's `best/`
+    (else `last/`)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(
+            f"checkpoint not found: {path} (expected a run directory with best/ or last/, "
+            "or a checkpoint directory written by `i2i train`)"
+        )
+    for sub in RUN_CHOICES:
+        if (path / sub).is_dir():
+            return path / sub
+    if not any(path.glob("*.json")):
+        raise UserError(
+            f"{path} is neither a run directory (no best/ or last/) nor a checkpoint (no JSON config); "
+            "pass the directory `i2i train` wrote"
+        )
+    return path

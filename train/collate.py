@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from i2i.contracts import Note
+from core.contracts import Note
 from train.config import ModelConfig
 from train.prompts import render_prompt
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from i2i.errors import UserError
+from core.errors import UserError
 
 VARIANTS = ("text-only", "basic", "micl", "late-fusion", "notellm2")
 CONNECTORS = ("qformer", "mlp")

@@ -3,7 +3,7 @@
 - `load_pairs` joins one split's pairs to the notes table: pairs whose query or target
   is missing from notes.parquet are dropped and counted, self pairs too.
 - `PairDataset` / `NoteDataset` yield notes with their pixels, loading images lazily
-  (in DataLoader workers) through `i2i.images.load_image` and the vision encoder's own
+  (in DataLoader workers) through `core.images.load_image` and the vision encoder's own
   transform. A missing or corrupt image becomes a blank one; each sample carries an
   `ImageStatus` so the main process can count failures (workers share no counters).
   The text-only variant passes `transform=None` and no image is ever opened.
@@ -26,8 +26,8 @@ import polars as pl
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from i2i.contracts import Note, notes_to_dicts, read_pairs, resolve_image
-from i2i.images import load_image
+from core.contracts import Note, notes_to_dicts, read_pairs, resolve_image
+from core.images import load_image
 
 Transform = Callable[[Any], torch.Tensor]
 

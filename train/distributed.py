@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from i2i.errors import UserError
+from core.errors import UserError
 
 
 @dataclass(frozen=True)

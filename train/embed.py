@@ -1,9 +1,9 @@
-"""`NoteEmbedder`: a checkpoint (or an in-memory model) as an `i2i.contracts.Embedder`.
+"""`NoteEmbedder`: a checkpoint (or an in-memory model) as an `core.contracts.Embedder`.
 
 The indexer and the evaluator call `embed(notes, image_root, batch_size)` and get
 L2-normalised float32 vectors, one row per note, in input order. Inside: notes are
 sorted by text length so each batch pads little, images are decoded with
-`i2i.images.load_image` (never raising; failures counted) on a few threads, forward
+`core.images.load_image` (never raising; failures counted) on a few threads, forward
 runs under `torch.inference_mode` (bf16 autocast on CUDA), and rows are put back in
 input order.
 
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from i2i.contracts import Note, resolve_image
-from i2i.errors import UserError
-from i2i.images import blank_image, load_image
-from train.checkpoint import checkpoint_id, load_checkpoint
+from core.contracts import Note, resolve_image
+from core.errors import UserError
+from core.images import blank_image, load_image
+from train.checkpoint import checkpoint_id, load_checkpoint, resolve_checkpoint
 from train.collate import NoteCollator
 from train.model import NoteLLM2
 
@@ -154,3 +154,11 @@ def embed_notes_modality(
 ) -> np.ndarray:
     """`embedder.embed` with one modality blanked ("image" or "text"; None = neither)."""
     return embedder.embed(notes, image_root=image_root, batch_size=batch_size, blank=blank)
+
+
+def load_embedder(
+    checkpoint: str | Path, device: str | torch.device | None = None, blank: str | None = None
+) -> NoteEmbedder:
+    """A `NoteEmbedder` for a checkpoint or a run directory (which resolves to `best/`,
+    else `last/`): no grad, bf16 autocast on GPU, fp32 on CPU."""
+    return NoteEmbedder(resolve_checkpoint(checkpoint), device=device, blank=blank)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from i2i.errors import UserError
+from core.errors import UserError
 from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
 from train.pretrained import LLM_ALIASES, resolve_llm
 

@@ -53,9 +53,9 @@ from rich.table import Table
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from i2i.contracts import notes_to_dicts, read_notes
-from i2i.errors import UserError
-from i2i.io import atomic_path, write_json_atomic
+from core.contracts import notes_to_dicts, read_notes
+from core.errors import UserError
+from core.io import atomic_path, write_json_atomic
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.data import NoteImageLoader, PairBatchSampler, PairCollate, PairDataset, PairSplit, load_pairs
 from train.distributed import DistEnv, all_gather_objects, all_reduce_sum, barrier, init_distributed, teardown

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from i2i.contracts import Note
-from i2i.errors import UserError
+from core.contracts import Note
+from core.errors import UserError
 from train.collate import NoteCollator
 from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
 from train.connectors import build_connector

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from i2i.contracts import Note, merge_tags
+from core.contracts import Note, merge_tags
 from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
 
 

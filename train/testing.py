@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from i2i.contracts import Note
+from core.contracts import Note
 from train.config import ModelConfig
 
 TINY_LLM = {

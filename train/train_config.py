@@ -34,7 +34,7 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # Python 3.10: the same parser as a package
     import tomli as tomllib  # type: ignore[no-redef]
 
-from i2i.errors import UserError
+from core.errors import UserError
 from train.config import ModelConfig
 
 LLM_TRAIN_MODES = ("full", "frozen", "lora")

@@ -1,6 +1,6 @@
 """Validation during training: val loss and Recall@K on the val pairs.
 
-The protocol is the shared one (`i2i.metrics`, NOTELLM2.md "How it is evaluated"):
+The protocol is the shared one (`core.metrics`, NOTELLM2.md "How it is evaluated"):
 greedy unique val pairs, the pool is every val-split note that is not a query, rank
 the pool by dot product, Recall@K / MRR / NDCG@10. Every val-split note is embedded
 once (ranks embed contiguous shards and all-gather them), then every rank computes the
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from i2i import metrics
-from i2i.contracts import Note
+from core import metrics
+from core.contracts import Note
 from train.data import NoteCollate, NoteDataset, NoteImageLoader, PairSplit
 from train.distributed import DistEnv, all_gather_rows
 

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from i2i.errors import UserError
+from core.errors import UserError
 
 VISION_SPECS = (
     "open_clip:NAME",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from i2i.errors import UserError
+from core.errors import UserError
 
 
 def not_yet(command: str, issue: int) -> NoReturn:

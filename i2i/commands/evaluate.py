@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from i2i.errors import UserError
+from core.errors import UserError
 
 
 def command(

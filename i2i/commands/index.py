@@ -120,10 +120,10 @@ def command(
     Incremental and resumable: only new or changed notes are embedded (--full: all);
     a killed run is completed by running the same command again.
     """
-    from i2i.contracts import read_notes
+    from core.contracts import read_notes
     from indexer.backends import open_store
-    from indexer.embedding import load_embedder
     from indexer.job import index_notes
+    from train.embed import load_embedder
 
     console = Console(stderr=True)
     frame = read_notes(notes)  # validate the input before loading a model

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from i2i.errors import UserError
+from core.errors import UserError
 
 app = typer.Typer(help="Prepare and list offline pretrained models.", no_args_is_help=True)
 

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from i2i.errors import UserError
+from core.errors import UserError
 
 # Flags that override TrainConfig fields (paths, then the rest) and ModelConfig fields.
 PATH_FLAGS = ("notes", "images", "pairs", "out")

@@ -14,8 +14,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from i2i.contracts import notes_to_dicts, read_notes
-from i2i.errors import UserError
+from core.contracts import notes_to_dicts, read_notes
+from core.errors import UserError
 from indexer.backends import StoreSpec, open_store
 from indexer.job import index_notes
 from indexer.store import VectorStore, point_id

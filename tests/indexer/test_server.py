@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from i2i.errors import UserError
+from core.errors import UserError
 from indexer.backends import StoreSpec, open_store
 from indexer.job import index_notes
 from indexer.testing import HashingEmbedder

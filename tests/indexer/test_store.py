@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from i2i.errors import UserError
+from core.errors import UserError
 from indexer.backends import StoreSpec, open_store
 from indexer.edge import EdgeStore
 from indexer.store import CollectionMeta, HnswParams, VectorStore, ensure_collection, point_id

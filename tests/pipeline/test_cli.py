@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 from typer.testing import CliRunner
 
+from core.contracts import PAIR_COLUMNS
 from i2i.cli import app
-from i2i.contracts import PAIR_COLUMNS
 
 
 def test_synth_then_mine_pairs(tmp_path: Path) -> None:

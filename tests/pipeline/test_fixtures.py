@@ -4,7 +4,7 @@ from pathlib import Path
 
 import polars as pl
 
-from i2i.contracts import PAIR_COLUMNS, SPLITS, read_notes
+from core.contracts import PAIR_COLUMNS, SPLITS, read_notes
 
 
 def test_synth_platform_fixture_has_the_contract_layout(synth_platform: Path) -> None:

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from i2i.errors import UserError
+from core.errors import UserError
 from pipeline.logs import format_duration, parse_duration
 from pipeline.mine import mine_pairs, write_pairs
 from pipeline.splits import assign_splits

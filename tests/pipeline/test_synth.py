@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from i2i.contracts import NOTE_OPTIONAL_COLUMNS, NOTE_REQUIRED_COLUMNS, read_notes
-from i2i.errors import UserError
+from core.contracts import NOTE_OPTIONAL_COLUMNS, NOTE_REQUIRED_COLUMNS, read_notes
+from core.errors import UserError
 from pipeline.motifs import COLORS, SHAPES
 from pipeline.synth import generate_platform, pair_relation
 from pipeline.vocab import topic_words

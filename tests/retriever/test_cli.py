@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from core.errors import UserError
 from i2i.cli import app
-from i2i.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,8 @@ def test_eval_writes_reports_and_compares(
 def test_blanked_embedder_sees_one_modality(runs: tuple[Path, Path]) -> None:
     import numpy as np
 
-    from indexer.embedding import load_embedder
     from retriever.baselines import BlankedEmbedder
+    from train.embed import load_embedder
     from train.testing import tiny_notes
 
     notes = tiny_notes(4)  # no images: blanking the image changes nothing, blanking text does

@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from i2i.contracts import Note, read_notes
-from i2i.errors import UserError
+from core.contracts import Note, read_notes
+from core.errors import UserError
 from indexer.store import HnswParams
 from retriever.baselines import bm25_scorer
 from retriever.evaluate import (

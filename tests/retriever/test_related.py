@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from i2i.errors import UserError
+from core.errors import UserError
 from indexer.backends import StoreSpec, open_store
 from indexer.store import CollectionMeta, point_id
 from retriever.related import related

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from i2i.errors import UserError
+from core.errors import UserError
 from train.checkpoint import checkpoint_id, load_checkpoint, load_extra, save_checkpoint
 from train.model import build_model
 from train.testing import single_thread, tiny_model_config, tiny_notes, tiny_pixels

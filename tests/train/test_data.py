@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from i2i.contracts import read_notes
-from i2i.errors import UserError
+from core.contracts import read_notes
+from core.errors import UserError
 from train.data import (
     ImageStatus,
     NoteImageLoader,

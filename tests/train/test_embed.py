@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from i2i.contracts import Embedder
-from i2i.errors import UserError
+from core.contracts import Embedder
+from core.errors import UserError
 from train.checkpoint import checkpoint_id, save_checkpoint
 from train.embed import NoteEmbedder, embed_notes_modality
 from train.model import build_model
@@ -87,7 +87,9 @@ def test_text_only_ignores_images(corpus) -> None:
     emb = NoteEmbedder(build_model(tiny_model_config(variant="text-only")), device="cpu")
     out = emb.embed(notes, image_root=root, batch_size=4)
     assert out.shape == (7, 16) and emb.broken_images == 0 and emb.missing_images == 0
-    assert np.allclose(out, emb.embed(notes, image_root=root, blank="image"))
+    # Two batchings (4 vs the default) pad differently, so matmul blocking differs: compare
+    # with a tolerance that holds across CPUs (AMD EPYC failed 1e-8), not bit-exactly.
+    np.testing.assert_allclose(out, emb.embed(notes, image_root=root, blank="image"), atol=1e-5)
 
 
 def test_embed_keeps_training_mode(model) -> None:

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from i2i import metrics
-from i2i.errors import UserError
+from core import metrics
+from core.errors import UserError
 from pipeline.synth import generate_platform
 from train.embed import NoteEmbedder
 from train.loop import TrainConfig, load_splits, train

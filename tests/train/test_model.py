@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from i2i.errors import UserError
+from core.errors import UserError
 from train.config import IMG_EMB_TOKEN, IMG_TOKEN, VARIANTS, ModelConfig
 from train.model import (
     NoteEmbeddings,

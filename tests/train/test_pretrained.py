@@ -9,9 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from core.errors import UserError
+from core.images import blank_image
 from i2i.cli import app
-from i2i.errors import UserError
-from i2i.images import blank_image
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import ModelConfig
 from train.loss import notellm2_loss

@@ -12,7 +12,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file
 
-from i2i.errors import UserError
+from core.errors import UserError
 from train.loop import train
 from train.model import build_model
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from i2i.errors import UserError
+from core.errors import UserError
 from train.testing import TINY_VISION, single_thread
 from train.vision import build_vision
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from i2i.metrics import (
+from core.metrics import (
     candidate_pool,
     exact_target_ranks,
     exact_top_k,

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
-from i2i.errors import UserError
+from core.errors import UserError
 
 LOG_COLUMNS = ("user_id", "note_id", "ts")
 NOTE_REQUIRED_COLUMNS = ("note_id", "title", "content")
