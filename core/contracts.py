@@ -31,15 +31,28 @@ SPLITS = ("train", "val", "test")
 Note = dict[str, Any]
 
 _HASHTAG = re.compile(r"#([^#\s][^#]{0,63}?)#")
+_NEWLINES = re.compile(r"\s*[\r\n]+\s*")
+# The reference drops a hashtag longer than this, counting both '#' (so 14 characters inside).
+HASHTAG_MAX_CHARS = 16
 
 
 def extract_hashtags(content: str) -> list[str]:
-    """Return the `#tag#` hashtags found in `content`, in order, without the hashes."""
-    return [m.strip() for m in _HASHTAG.findall(content or "") if m.strip()]
+    """The `#tag#` hashtags in `content` that the reference keeps, in order, without the
+    hashes: a hashtag over `HASHTAG_MAX_CHARS` characters counting both '#' is dropped."""
+    tags = [m.strip() for m in _HASHTAG.findall(content or "")]
+    return [t for t in tags if t and len(t) + 2 <= HASHTAG_MAX_CHARS]
+
+
+def strip_hashtags(content: str) -> str:
+    """`content` with every `#tag#` pulled out (they live in the tags) and newlines
+    normalised to single spaces, as the reference does before truncating."""
+    text = _HASHTAG.sub(" ", content or "")
+    return re.sub(r"[ \t]{2,}", " ", _NEWLINES.sub(" ", text)).strip()
 
 
 def merge_tags(tags: Sequence[str] | None, content: str) -> list[str]:
-    """Explicit tags first, then content hashtags; duplicates dropped, order kept."""
+    """Explicit tags first, then content hashtags (`extract_hashtags`); duplicates dropped,
+    order kept."""
     out: list[str] = []
     for tag in [*(tags or []), *extract_hashtags(content)]:
         if tag and tag not in out:

@@ -83,7 +83,7 @@ def notellm2_loss(
     out_q: NoteEmbeddings,
     out_d: NoteEmbeddings,
     logit_scale: torch.Tensor,
-    micl_weights: tuple[float, float] = (1.0, 1.0),
+    micl_weights: tuple[float, float] = (9.0, 1.0),
     gather: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loss for one batch of pairs, and floats to log.

@@ -1,6 +1,7 @@
 """Note -> prompt text (NOTELLM2.md, "A note" and "The prompts").
 
-Fields are truncated to the config's limits (`title_max`, `content_max`, `max_tags` x
+Content hashtags (`#tag#`) move to the tags and newlines become spaces (as the
+reference does), then fields are truncated to the config's limits (`title_max`, `content_max`, `max_tags` x
 `tag_max`, counted in `limit_unit`), inserted into the variant's template as JSON string
 literals, and the whole text prompt is capped at `max_prompt_tokens` by cutting content,
 then tags, then title, never the template, whose last token is where the embedding is
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.contracts import Note, merge_tags
+from core.contracts import Note, merge_tags, strip_hashtags
 from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
 
 
@@ -68,9 +69,11 @@ def render_prompt(note: Note, config: ModelConfig, tokenizer: Any = None, blank_
     if blank_text:
         title, content, tags = "", "", []
     else:
+        # The reference pulls `#tag#` hashtags out of the content into the tags (so they do
+        # not eat the content budget twice) and normalises newlines before truncating.
         content_raw = _clean(str(note.get("content") or ""))
         title = truncate(_clean(str(note.get("title") or "")), config.title_max, unit, tokenizer)
-        content = truncate(content_raw, config.content_max, unit, tokenizer)
+        content = truncate(strip_hashtags(content_raw), config.content_max, unit, tokenizer)
         tags = [
             truncate(_clean(str(t)), config.tag_max, unit, tokenizer)
             for t in merge_tags(note.get("tags"), content_raw)

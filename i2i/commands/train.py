@@ -34,7 +34,7 @@ TRAIN_FLAGS = (
     "num_workers",
     "seed",
 )
-MODEL_FLAGS = ("variant", "llm", "vision", "connector")
+MODEL_FLAGS = ("variant", "llm", "vision", "connector", "micl_weights")
 
 
 def command(
@@ -64,6 +64,13 @@ def command(
         str | None, typer.Option(help="Vision encoder: efficientnet-lite0 (offline) or open_clip:NAME[@TAG].")
     ] = None,
     connector: Annotated[str | None, typer.Option(help="qformer (paper default) | mlp.")] = None,
+    micl_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="mICL loss weights W_T,W_V of the multimodal and visual losses (default 9,1, as in "
+            "every NoteLLM-2 run the paper reports; its ablation sweeps 1,3,9,19 to 1)."
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last/ checkpoint.")
     ] = False,
@@ -109,6 +116,15 @@ def command(
         raise typer.Exit(code=2) from None
 
 
+def parse_micl_weights(text: str) -> tuple[float, float]:
+    """'9,1' -> (9.0, 1.0); anything else is a UserError naming the value."""
+    try:
+        w_t, w_v = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--micl-weights must be two numbers W_T,W_V such as 9,1; got {text!r}") from None
+    return w_t, w_v
+
+
 def _run(args: dict) -> None:
     """Resolve the config (defaults <- TOML or the run's config.json <- flags) and train."""
     from train.loop import train
@@ -117,6 +133,8 @@ def _run(args: dict) -> None:
     paths = {k: None if args[k] is None else str(args[k]) for k in PATH_FLAGS}
     overrides = {**paths, **{k: args[k] for k in TRAIN_FLAGS}}
     model_overrides = {k: args[k] for k in MODEL_FLAGS}
+    if model_overrides["micl_weights"] is not None:
+        model_overrides["micl_weights"] = parse_micl_weights(model_overrides["micl_weights"])
     out, resume = args["out"], args["resume"]
     if resume:
         if args["config"] is not None:

@@ -8,10 +8,12 @@ import math
 import pytest
 import torch
 
+from core.errors import UserError
+from train.config import ModelConfig
 from train.fusion import LateFusion
 from train.loss import notellm2_loss, pair_contrastive_loss
 from train.model import NoteEmbeddings
-from train.testing import single_thread
+from train.testing import single_thread, tiny_model_config
 
 
 @pytest.fixture(autouse=True)
@@ -111,3 +113,18 @@ def test_gate_init_is_xavier_normal_without_bias() -> None:
     assert fusion.gate.bias is None and fusion.vision_proj.bias is None
     std = math.sqrt(2.0 / (512 + 256))  # xavier normal: sqrt(2 / (fan_in + fan_out))
     assert fusion.gate.weight.std().item() == pytest.approx(std, rel=0.05)
+
+
+def test_micl_weights_default_to_the_papers_nine_to_one() -> None:
+    """Every NoteLLM-2 run the paper reports uses w_t:w_v = 9:1 (not the code's 1:1)."""
+    assert ModelConfig().micl_weights == (9.0, 1.0)
+    assert tiny_model_config(variant="notellm2").micl_weights == (9.0, 1.0)
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    d = torch.tensor([[0.6, 0.8], [0.8, -0.6]])
+    qv = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    dv = torch.tensor([[0.6, 0.8], [-0.8, 0.6]])
+    lm, lv = _by_hand(q.tolist(), d.tolist(), 4.0), _by_hand(qv.tolist(), dv.tolist(), 4.0)
+    loss, _ = notellm2_loss(NoteEmbeddings(q, qv), NoteEmbeddings(d, dv), torch.tensor(4.0))
+    assert loss.item() == pytest.approx((9 * lm + lv) / 10, rel=1e-5)
+    with pytest.raises(UserError, match="micl_weights"):
+        ModelConfig(micl_weights=(float("nan"), 1.0))

@@ -138,6 +138,22 @@ def test_visual_embedding_sees_only_the_image() -> None:
     assert not torch.allclose(a.multimodal, b.multimodal, atol=1e-3)
 
 
+def test_late_fusion_gates_the_micl_visual_embedding_too() -> None:
+    """notellm2 fuses the image's projected CLS into BOTH embeddings. With a gate that keeps
+    only the image side (z = 0), the visual and the multimodal embeddings are both the
+    projected CLS; without the fusion of the visual embedding they would differ."""
+    torch.manual_seed(0)
+    model = build_model(tiny_model_config(variant="notellm2")).eval()
+    model.fusion.forward = lambda h, v: (v, torch.zeros_like(v))  # z = 0: all image
+    pixels = tiny_pixels(3)
+    with torch.no_grad():
+        out = model(model.collate(tiny_notes(3), pixels))
+        cls, _ = model.vision(pixels)
+        expected = model._finish(model.fusion.project(cls))
+    torch.testing.assert_close(out.multimodal, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.visual, expected, atol=1e-5, rtol=1e-4)
+
+
 def test_splice_inside_the_model_feeds_connector_output_at_img() -> None:
     """Hook the LLM: the inputs_embeds rows at the former <IMG> are the connector's tokens."""
     model = _model("basic", "left").eval()

@@ -40,9 +40,20 @@ def test_char_limits_and_json_escaping() -> None:
     assert body == {"title": 'A "quoted"', "tags": "bike, outd", "content": "Morning ride"}
 
 
-def test_hashtags_in_content_become_tags() -> None:
+def test_hashtags_move_from_content_to_tags() -> None:
     prompt = render_prompt(NOTE, ModelConfig(variant="text-only", limit_unit="chars"))
     assert '"tags": "bike, outdoors, cycling"' in prompt
+    # pulled out of the content, not duplicated there (it would eat the content budget)
+    assert '"content": "Morning ride along the river with friends"' in prompt
+
+
+def test_long_hashtags_are_dropped_and_newlines_normalised_before_truncation() -> None:
+    # '#fourteen_chars#' is 16 characters with both '#': kept; one more character: dropped.
+    note = dict(NOTE, tags=[], content="line one\r\n\nline two #fourteen_chars# #fifteen_chars_x# end")
+    cfg = ModelConfig(variant="text-only", limit_unit="chars", content_max=17)
+    prompt = render_prompt(note, cfg)
+    assert '"tags": "fourteen_chars"' in prompt
+    assert '"content": "line one line two"' in prompt  # newlines became one space, then cut to 17
 
 
 def test_token_limits_use_offsets() -> None:
@@ -60,7 +71,8 @@ def test_prompt_cap_cuts_content_then_tags_never_the_template() -> None:
     capped_cfg = ModelConfig(**{**base.to_dict(), "max_prompt_tokens": n_full - 10})
     capped = render_prompt(NOTE, capped_cfg, TOK)
     assert len(TOK(capped)["input_ids"]) <= n_full - 10
-    assert '"content": "Morning ride along the river #cycling# wi"' in capped  # content lost 10 bytes
+    # the content (hashtag already moved to the tags) lost 10 bytes
+    assert '"content": "Morning ride along the river wi"' in capped
     assert capped.endswith('compress this note into one word: "')
     tiny = ModelConfig(**{**base.to_dict(), "max_prompt_tokens": 10})
     only_template = render_prompt(NOTE, tiny, TOK)  # template alone is over the cap: kept whole

@@ -43,12 +43,16 @@ def test_toml_and_flags_train_then_resume(make_config, synth_pairs: Path, tmp_pa
     config = write_toml(tmp_path / "run.toml", top, cfg.model.to_dict())
     out = tmp_path / "runs" / "cli"
     args = ["train", "--config", str(config), "--pairs", str(synth_pairs), "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--variant", "late-fusion"])
+    bad = CliRunner().invoke(app, [*args, "--max-steps", "2", "--micl-weights", "9:1"])
+    assert bad.exit_code == 2 and "--micl-weights must be two numbers" in bad.output
+    flags = ["--max-steps", "2", "--variant", "late-fusion", "--micl-weights", "3,1"]
+    result = CliRunner().invoke(app, [*args, *flags])
     assert result.exit_code == 0, result.output
     assert "val @ step 2" in result.output and "train: " in result.output
     assert "i2i train:" in result.output  # the summary table
     saved = json.loads((out / "config.json").read_text())
     assert saved["max_steps"] == 2 and saved["model"]["variant"] == "late-fusion"  # flags won
+    assert saved["model"]["micl_weights"] == [3.0, 1.0]
     assert saved["lr"] == cfg.lr and saved["model"]["dim"] == 16  # the rest came from the TOML
     assert Path(saved["pairs"]).is_absolute()
     assert {"last", "best", "metrics.jsonl", "summary.json"} <= {p.name for p in out.iterdir()}
