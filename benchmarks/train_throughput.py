@@ -5,8 +5,8 @@
         # converted cache: `i2i models prepare smollm2-135m`; EfficientNet-Lite0 is offline
     python benchmarks/train_throughput.py --device cuda --shape qwen2-0.5b  # on a GPU
 
-What is timed: the loop's optimizer step exactly as `train.loop` runs it
-(`forward_loss` on one batch of 2N notes [q..., d...], backward, clip, AdamW step) under
+What is timed: the loop's optimizer step, `train.step.train_step`, the function `train.loop`
+runs (forward + loss on one batch of 2N notes [q..., d...], backward, clip, AdamW step) under
 the loop's precision (bf16 autocast on CUDA, fp32 on CPU), after warm-up steps. Batches
 are collated before timing (real synth notes and images through the model's own
 transform and collator): data loading runs in DataLoader workers beside the model in
@@ -133,8 +133,9 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement (runs in its own process)."""
     import torch
 
-    from train.loop import TrainConfig, autocast_for, forward_loss, make_optimizer
     from train.model import build_model
+    from train.step import autocast_for, make_optimizer, train_step
+    from train.train_config import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -160,17 +161,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         if i == args.warmup:
             sync()
             t0, tokens = time.perf_counter(), 0
-        # LLM tokens: text + visual tokens replacing <IMG> (as in train.loop._llm_tokens).
-        tokens += int(batch["attention_mask"].sum())
-        if "pixel_values" in batch:
-            tokens += batch["pixel_values"].shape[0] * (cfg.num_query_tokens - 1)
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast:
-            loss, _ = forward_loss(model, model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        out = train_step(model, model, optimizer, [batch], lr=1e-5, autocast=autocast, clip=1.0)
+        tokens += out.tokens
     sync()
     seconds = time.perf_counter() - t0
 
@@ -190,7 +182,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         "vision_params": n_vis,
         "connector_fusion_head_params": n_small,
         "flops_per_s": flops / seconds,
-        "final_loss": float(loss),
+        "final_loss": float(out.loss),
     }
     if device.type == "cuda":
         result["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30

@@ -265,8 +265,11 @@ def _train(cfg: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any
         seed=cfg.seed,
         device="cpu",
     )
+    from i2i.commands.train import summary_table
+
     resume = (paths.run / "last").is_dir()
     res = train(tc, console, resume=resume)
+    console.print(summary_table(res))
     return {"steps": res.steps, "checkpoint": str(_checkpoint(paths.run)), "best": res.best}
 
 

@@ -11,21 +11,36 @@
     <dir>/extra.json         caller's extra data (e.g. training step, metrics), optional
 
 Writes are atomic (`core.io.atomic_path`): a crash leaves the previous checkpoint intact.
+
+A training run's `last/` is such a checkpoint plus the trainer state (`TrainerState`):
+
+    last/trainer_state.json  the `TrainerState` fields: step, best, counters, the data
+                             layout, every rank's python / numpy RNG states
+    last/trainer_state.pt    optimizer state and every rank's torch RNG states
+                             (tensors only, loaded with `weights_only=True`)
+
+Both are written inside the same atomic directory as the weights, so a kill can never
+pair new weights with an old optimizer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from core.errors import UserError
 from core.io import atomic_path
 from train.config import ModelConfig
+from train.distributed import DistEnv, all_gather_objects, barrier
 from train.model import NoteLLM2
 
 FORMAT = "i2i-notellm2/1"
@@ -165,3 +180,119 @@ def resolve_checkpoint(path: str | Path) -> Path:
             "pass the directory `i2i train` wrote"
         )
     return path
+
+
+# --- trainer state (a training run's last/) -------------------------------------------------
+
+STATE_JSON = "trainer_state.json"
+STATE_PT = "trainer_state.pt"
+COUNTERS = ("images_loaded", "images_absent", "images_broken")
+
+
+@dataclass
+class TrainerState:
+    """Where a training run stands. `last/trainer_state.json` holds exactly these fields.
+
+    `step` is also the data position: every epoch has the same number of steps, so the
+    step and the layout (world size, pairs per step, grad accumulation, sampler seed)
+    fix which batch comes next; a resume must keep the layout.
+    """
+
+    step: int = 0
+    best: dict[str, Any] | None = None  # {"step", "metric", "metrics"} of the validation that made best/
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))  # images, all ranks
+    world_size: int = 1
+    pairs_per_step: int = 16
+    grad_accum: int = 1
+    sampler_seed: int = 0
+    rng_numpy: list[Any] = field(default_factory=list)  # per rank, JSON-able
+    rng_python: list[Any] = field(default_factory=list)  # per rank, JSON-able
+
+    @property
+    def layout(self) -> tuple[int, int, int, int]:
+        return (self.world_size, self.pairs_per_step, self.grad_accum, self.sampler_seed)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainerState:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+
+def _rng_state() -> dict[str, Any]:
+    """This rank's RNG states: torch as tensors, python / numpy as JSON-able lists."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized()
+        else None,
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
+    np_state = s["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
+
+
+def save_trainer_checkpoint(
+    run_dir: Path,
+    model: NoteLLM2,
+    optimizer: torch.optim.Optimizer,
+    state: TrainerState,
+    env: DistEnv,
+    best_metric: str | None = None,
+) -> None:
+    """Write last/ (weights + trainer state, one atomic directory) on rank 0, and best/
+    (weights) when `best_metric` is given. Every rank must call it (RNG states are gathered)."""
+    rngs = all_gather_objects(_rng_state(), env)  # every rank's RNG, saved by rank 0
+    if env.is_main:
+        state = dataclasses.replace(
+            state, rng_numpy=[r["numpy"] for r in rngs], rng_python=[r["python"] for r in rngs]
+        )
+        with atomic_path(run_dir / "last") as tmp:
+            save_checkpoint(model, tmp, extra={"step": state.step})
+            tensors = {
+                "optimizer": optimizer.state_dict(),
+                "rng_torch": [r["torch"] for r in rngs],
+                "rng_cuda": [r["cuda"] for r in rngs],
+            }
+            torch.save(tensors, tmp / STATE_PT)
+            (tmp / STATE_JSON).write_text(json.dumps(dataclasses.asdict(state)))
+        if best_metric is not None:
+            with atomic_path(run_dir / "best") as tmp:
+                save_checkpoint(model, tmp, extra={"step": state.step, "metric": best_metric})
+    barrier(env)
+
+
+def load_trainer_state(
+    last: Path, optimizer: torch.optim.Optimizer, env: DistEnv, expected: TrainerState
+) -> TrainerState:
+    """Restore the optimizer and this rank's RNG from `last/`; return the saved state.
+
+    `expected` carries this process's layout; a different saved layout is a `UserError`.
+    """
+    state = TrainerState.from_dict(json.loads((last / STATE_JSON).read_text()))
+    if state.layout != expected.layout:
+        was, now = state.layout, expected.layout
+        raise UserError(
+            f"cannot resume {last.parent}: it ran with world size {was[0]}, pairs_per_step {was[1]}, "
+            f"grad_accum {was[2]}, seed {was[3]}, now {now[0]}, {now[1]}, {now[2]}, {now[3]}; "
+            "the data position depends on them: resume with the same values"
+        )
+    tensors = torch.load(last / STATE_PT, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(tensors["optimizer"])
+    _set_rng_state(
+        {
+            "torch": tensors["rng_torch"][env.rank],
+            "cuda": tensors["rng_cuda"][env.rank],
+            "numpy": state.rng_numpy[env.rank],
+            "python": state.rng_python[env.rank],
+        }
+    )
+    return state

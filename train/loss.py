@@ -7,7 +7,7 @@ A training batch of N related pairs is collated as ONE batch of 2N notes laid ou
 
     out = model(model.collate(queries + targets, pixels))   # 2N rows
     out_q, out_d = out.split_pairs()                       # N rows each
-    loss, stats = notellm2_loss(out_q, out_d, model.logit_scale, config.micl_weights)
+    loss, stats = notellm2_loss(out_q, out_d, model.logit_scale, config.micl_weights)  # stats: tensors
 
 (Calling the model twice, on queries then targets, gives the same values: rows never
 interact in the forward.)
@@ -85,24 +85,25 @@ def notellm2_loss(
     logit_scale: torch.Tensor,
     micl_weights: tuple[float, float] = (9.0, 1.0),
     gather: bool = True,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The training loss for one batch of pairs, and floats to log.
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The training loss for one batch of pairs, and detached scalar tensors to log.
 
     Without a visual embedding (variants without mICL) it is the multimodal loss; with
     one, `(w_t * L_multimodal + w_v * L_visual) / (w_t + w_v)`.
     Logged: `loss`, `loss_multimodal`, `loss_visual` (mICL), `gate` (late fusion),
-    `logit_scale`.
+    `logit_scale`. They stay on the loss's device (no host sync per micro-batch); read
+    them with `float()` when logging.
     """
     loss_m = pair_contrastive_loss(out_q.multimodal, out_d.multimodal, logit_scale, gather)
-    stats = {"loss_multimodal": float(loss_m.detach())}
+    stats = {"loss_multimodal": loss_m.detach()}
     loss = loss_m
     if out_q.visual is not None and out_d.visual is not None:
         w_t, w_v = micl_weights
         loss_v = pair_contrastive_loss(out_q.visual, out_d.visual, logit_scale, gather)
         loss = (w_t * loss_m + w_v * loss_v) / (w_t + w_v)
-        stats["loss_visual"] = float(loss_v.detach())
+        stats["loss_visual"] = loss_v.detach()
     if out_q.gate is not None:
-        stats["gate"] = float(out_q.gate.detach())
-    stats["loss"] = float(loss.detach())
-    stats["logit_scale"] = float(logit_scale.detach())
+        stats["gate"] = out_q.gate.detach()
+    stats["loss"] = loss.detach()
+    stats["logit_scale"] = logit_scale.detach()
     return loss, stats

@@ -13,8 +13,11 @@ twice in a batch, so the loss has no false negatives).
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +27,8 @@ from core import metrics
 from core.contracts import Note
 from train.data import NoteCollate, NoteDataset, NoteImageLoader, PairSplit
 from train.distributed import DistEnv, all_gather_rows
+from train.loss import notellm2_loss
+from train.model import NoteEmbeddings, NoteLLM2
 
 # (batch on device) -> (multimodal (B, d), visual (B, d) or None), no grad, eval mode.
 EmbedFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor | None]]
@@ -134,3 +139,50 @@ def validate(
         losses.append(float(loss_fn(part(q), part(t))))
     out["val_loss"] = float(np.mean(losses)) if losses else float("nan")
     return out
+
+
+def is_better(record: dict[str, float], best: dict[str, Any] | None, metric: str) -> bool:
+    """Whether `record` beats `best` (a `TrainerState.best`) on `metric`.
+
+    `val_loss` is lower-is-better, every other metric higher-is-better. When the val pool
+    is too small for that recall@K to be reported, MRR decides (the pool never changes
+    within a run). With nothing to compare, the first validation is the best so far.
+    """
+    if metric not in record and metric.startswith("recall@"):
+        metric = "mrr"
+    if metric not in record or math.isnan(record[metric]):
+        return best is None
+    if best is None:
+        return True
+    old = best["metrics"].get(metric, float("nan"))
+    if math.isnan(old):
+        return True
+    return record[metric] < old if metric == "val_loss" else record[metric] > old
+
+
+def model_embed_fn(model: NoteLLM2, autocast: contextlib.AbstractContextManager) -> EmbedFn:
+    """`validate`'s `embed` for a NoteLLM-2 model (call it in eval mode)."""
+
+    @torch.no_grad()
+    def embed(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with autocast:
+            emb = model(batch)
+        return emb.multimodal, emb.visual
+
+    return embed
+
+
+def model_loss_fn(model: NoteLLM2) -> LossFn:
+    """`validate`'s `loss_fn`: the training loss on already-computed embeddings (no gather:
+    every rank holds all of them)."""
+
+    @torch.no_grad()
+    def loss_fn(
+        q: tuple[torch.Tensor, torch.Tensor | None], t: tuple[torch.Tensor, torch.Tensor | None]
+    ) -> torch.Tensor:
+        loss, _ = notellm2_loss(
+            NoteEmbeddings(*q), NoteEmbeddings(*t), model.logit_scale, model.config.micl_weights, gather=False
+        )
+        return loss
+
+    return loss_fn

@@ -9,13 +9,18 @@ Multi-GPU / multi-node: run the same command under `torchrun` (infra/launch/READ
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from train.run_dir import TrainResult
 
 # Flags that override TrainConfig fields (paths, then the rest) and ModelConfig fields.
 PATH_FLAGS = ("notes", "images", "pairs", "out")
@@ -147,4 +152,25 @@ def _run(args: dict) -> None:
         cfg = TrainConfig.load(saved, overrides, model_overrides)
     else:
         cfg = TrainConfig.load(args["config"], overrides, model_overrides)
-    train(cfg, console=Console(), resume=resume)
+    console = Console()
+    result = train(cfg, console=console, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one table
+        console.print(summary_table(result))
+
+
+def summary_table(result: TrainResult) -> Table:
+    """The final and best validation metrics, then the run's counters."""
+    table = Table(title=f"i2i train: {result.run_dir}")
+    table.add_column("metric")
+    table.add_column("final", justify="right")
+    table.add_column(f"best ({result.best_metric})", justify="right")
+
+    def fmt(value: float) -> str:
+        return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4f}"
+
+    for key, value in result.metrics.items():
+        best = "" if result.best is None else fmt(result.best.get(key, float("nan")))
+        table.add_row(key, fmt(value), best)
+    for key, value in result.counts.items():
+        table.add_row(key, str(value), "")
+    return table

@@ -20,8 +20,9 @@ from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from train.distributed import init_distributed, teardown
-from train.loop import TrainConfig, forward_loss, train
+from train.loop import TrainConfig, train
 from train.model import build_model
+from train.step import forward_loss
 from train.testing import tiny_model_config, tiny_notes, tiny_pixels
 
 

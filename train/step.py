@@ -1,0 +1,147 @@
+"""One optimizer step of NoteLLM-2 training, and what it needs: the optimizer, the
+precision context, the forward + loss.
+
+    optimizer = make_optimizer(model, cfg)
+    autocast = autocast_for(cfg.precision, device)
+    out = train_step(model, model, optimizer, batches, lr=..., autocast=autocast, clip=cfg.clip)
+
+`train.loop` runs this step for every optimizer step of a run; the throughput benchmark
+(`benchmarks/train_throughput.py`) times the same function.
+
+A step is `grad_accum` micro-batches: each is one forward over the 2N notes
+`[q..., d...]` of its pairs (its own contrastive batch), `loss / grad_accum` backward;
+then the global gradient norm is clipped, AdamW steps and the gradients are cleared.
+Under DDP the gradients are all-reduced only on the last micro-batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from core.errors import UserError
+from train.loss import notellm2_loss
+from train.model import NoteEmbeddings, NoteLLM2
+from train.train_config import TrainConfig
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class StepOutput:
+    """What one optimizer step reports. Tensors stay on the device: reading them
+    (`float()`) waits for the GPU, so the loop reads them only when it logs."""
+
+    loss: torch.Tensor  # mean training loss over the micro-batches (detached scalar)
+    grad_norm: torch.Tensor  # global gradient norm before clipping (0 when nothing has a gradient)
+    tokens: int  # tokens the LLM read (text + visual tokens), padding excluded
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # loss statistics, mean over micro-batches
+
+
+def train_step(
+    ddp_model: torch.nn.Module,
+    model: NoteLLM2,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Batch],
+    *,
+    lr: float,
+    autocast: contextlib.AbstractContextManager,
+    clip: float | None,
+    grad_accum: int = 1,
+) -> StepOutput:
+    """One optimizer step over `grad_accum` micro-batches drawn from `batches`.
+
+    `ddp_model` is `model` itself, or its `DistributedDataParallel` wrapper. Every
+    parameter group's lr is set to `lr * group["lr_scale"]` (see `make_optimizer`).
+    Batches are pulled one at a time, so data loading stays interleaved with compute.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"]
+    distributed = ddp_model is not model
+    device = next(model.parameters()).device
+    total = torch.zeros((), device=device)
+    stats: dict[str, torch.Tensor] = {}
+    tokens = 0
+    iterator = iter(batches)
+    for micro in range(grad_accum):
+        batch = next(iterator)
+        tokens += llm_tokens(batch, model.config.num_query_tokens)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        last_micro = micro == grad_accum - 1
+        # Gradients are all-reduced only on the last micro-batch of the step.
+        sync = contextlib.nullcontext() if last_micro or not distributed else ddp_model.no_sync()
+        with sync:
+            with autocast:
+                loss, parts = forward_loss(ddp_model, model, batch)
+            (loss / grad_accum).backward()
+        total += loss.detach() / grad_accum
+        for key, value in parts.items():
+            stats[key] = stats.get(key, 0) + value.float() / grad_accum
+    grad_norm = clip_grad_norm(model, clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepOutput(total, grad_norm, tokens, stats)
+
+
+def forward_loss(
+    ddp_model: torch.nn.Module, model: NoteLLM2, batch: Batch
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward over the 2N notes [q..., d...] of the local batch, then the NoteLLM-2 loss."""
+    emb: NoteEmbeddings = ddp_model(batch)
+    queries, targets = emb.split_pairs()
+    return notellm2_loss(queries, targets, model.logit_scale, model.config.micl_weights)
+
+
+def make_optimizer(model: NoteLLM2, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; no weight decay on biases, norms and the temperature.
+
+    Each group carries `lr_scale`: 1 for the new modules, `llm_lr / lr` for the LLM's
+    own weights; `train_step` sets every group's lr to `lr_at(step) * lr_scale`.
+    """
+    llm_params = {id(p) for p in model.llm.parameters()}
+    llm_scale = (cfg.llm_lr / cfg.lr) if cfg.llm_lr is not None else 1.0
+    buckets: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            buckets.setdefault((id(p) in llm_params, p.ndim >= 2), []).append(p)
+    groups = [
+        {
+            "params": params,
+            "weight_decay": cfg.weight_decay if decays else 0.0,
+            "lr_scale": llm_scale if in_llm else 1.0,
+        }
+        for (in_llm, decays), params in sorted(buckets.items())
+    ]
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (`auto` / `bf16`), fp32 on CPU (`auto` / `fp32`)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    if device.type != "cuda":
+        raise UserError("precision bf16 is for CUDA; on CPU use --precision fp32 (or auto)")
+    if not torch.cuda.is_bf16_supported():
+        raise UserError("this GPU does not support bf16; use --precision fp32")
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+def llm_tokens(batch: Batch, num_query_tokens: int) -> int:
+    """Tokens the LLM reads: text tokens plus `num_query_tokens - 1` visual ones per image note."""
+    text = int(batch["attention_mask"].sum())
+    if "pixel_values" in batch:
+        text += batch["pixel_values"].shape[0] * (num_query_tokens - 1)
+    return text
+
+
+def clip_grad_norm(model: NoteLLM2, clip: float | None) -> torch.Tensor:
+    """Clip the global gradient norm (after DDP's all-reduce, so identical on every rank)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    max_norm = clip if clip else float("inf")
+    return torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
