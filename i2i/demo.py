@@ -39,6 +39,8 @@ from core.metrics import greedy_unique_pairs
 from train.config import ModelConfig
 
 COLLECTION = "notes"
+# What the demo writes under its directory (each step refuses foreign files of its own).
+DEMO_OUTPUTS = ("data/*", "pairs/*", "run/*", "qdrant/*", "demo.json", "gallery.html")
 
 
 def default_demo_model(llm_layers: int = 6) -> ModelConfig:
@@ -93,6 +95,8 @@ class DemoConfig:
     # what the end shows
     samples: int = 6
     k: int = 8
+    # write into a directory that holds other files (only the demo's own files change)
+    force: bool = False
 
     def describe_model(self) -> str:
         m = self.model
@@ -147,11 +151,13 @@ def _done(console: Console, t0: float, what: str) -> float:
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     """Run every stage into `cfg.out` and return the demo summary (also `demo.json`)."""
+    from core.outputs import check_output_dir
     from pipeline.mine import mine_pairs, write_pairs
     from pipeline.synth import generate_platform
 
     console = console or Console()
     paths = DemoPaths(Path(cfg.out))
+    check_output_dir(paths.root, DEMO_OUTPUTS, label="demo", force=cfg.force)
     paths.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     console.print(
@@ -181,6 +187,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
             events=cfg.events,
             image_size=cfg.image_size,
             seed=cfg.seed,
+            force=cfg.force,
         )
     timings["synth"] = _done(console, t0, f"{cfg.notes} notes, {cfg.events} events in {paths.data}")
 
@@ -188,7 +195,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     if (paths.pairs / "summary.json").exists():
         console.print(f"{paths.pairs} exists: kept")
     else:
-        write_pairs(mine_pairs(paths.logs, window=cfg.window, split=cfg.split, seed=cfg.seed), paths.pairs)
+        mined = mine_pairs(paths.logs, window=cfg.window, split=cfg.split, seed=cfg.seed)
+        write_pairs(mined, paths.pairs, force=cfg.force)
     counts = {
         s: pl.scan_parquet(paths.pairs / f"{s}.parquet").select(pl.len()).collect().item() for s in SPLITS
     }

@@ -10,6 +10,9 @@
   (`recreate=True` replaces it on purpose).
 - Notes that left the table stay in the collection by default and are reported
   (`prune=True` deletes them): a partial notes file must not silently empty an index.
+  Pruning more than `max_prune_share` of the collection (default 20%) is refused before
+  anything is written, unless `force=True`: an empty or truncated notes table with
+  `--prune` would otherwise wipe the collection.
 - Images that are missing or unreadable are embedded with a blank image (as training
   does) and counted, with examples, in the summary; never skipped silently.
 """
@@ -25,11 +28,13 @@ import numpy as np
 import polars as pl
 
 from core.contracts import Embedder, Note, notes_to_dicts, read_notes, resolve_image, text_length
+from core.errors import UserError
 from core.images import load_image
 from indexer.content import content_hash
 from indexer.store import CollectionMeta, VectorStore, ensure_collection, point_id
 
 ProgressFn = Callable[[int, int], None]  # (notes done, notes to embed)
+DEFAULT_MAX_PRUNE_SHARE = 0.2
 
 
 @dataclass
@@ -112,6 +117,8 @@ def index_notes(
     batch_size: int = 256,
     embed_batch_size: int = 32,
     optimize: bool = True,
+    max_prune_share: float = DEFAULT_MAX_PRUNE_SHARE,
+    force: bool = False,
     on_progress: ProgressFn | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> IndexSummary:
@@ -155,6 +162,12 @@ def index_notes(
     summary.notes = len(wanted)
     gone = [pid for pid in stored if pid not in wanted]
     summary.not_in_table = len(gone)
+    if prune and gone and not force and len(gone) > max_prune_share * len(stored):
+        raise UserError(
+            f"--prune would delete {len(gone):,} of the {len(stored):,} points in {store.location} "
+            f"({len(gone) / len(stored):.0%}; the notes table has {summary.notes:,} notes), more than "
+            f"--max-prune {max_prune_share:.0%}; check the notes table, or pass --force to prune anyway"
+        )
 
     # Similar lengths in one batch: less padding for the model (and stable batches).
     pending.sort(key=lambda p: text_length(p.note))

@@ -43,7 +43,7 @@ import polars as pl
 
 from core.contracts import SPLITS
 from core.errors import UserError
-from core.io import atomic_path
+from core.outputs import check_output_dir, output_dir
 from pipeline.logs import find_log_files, format_duration, parse_duration, scan_logs
 from pipeline.splits import assign_splits, parse_split
 
@@ -173,23 +173,42 @@ def mine_pairs(
     return MineResult(pairs=per_split, summary=summary)
 
 
-def write_pairs(result: MineResult, out: str | Path) -> Path:
-    """Write `{train,val,test}.parquet` and `summary.json` into `out`, atomically.
+PAIRS_OUTPUTS = ("train.parquet", "val.parquet", "test.parquet", "summary.json")
 
-    The whole directory is built aside and swapped in, so a crash leaves the previous
-    output intact, never a mix of old and new files.
+
+def _log_inputs(logs: str | Path) -> list[Path]:
+    found = [Path(logs)] if Path(logs).exists() else []
+    try:
+        return found + find_log_files(logs)
+    except UserError:
+        return found
+
+
+def check_pairs_out(out: str | Path, logs: str | Path, *, force: bool = False) -> Path:
+    """Refuse an `--out` that `write_pairs` could damage (see `core.outputs`), before mining."""
+    return check_output_dir(out, PAIRS_OUTPUTS, label="mine-pairs", inputs=_log_inputs(logs), force=force)
+
+
+def write_pairs(result: MineResult, out: str | Path, *, force: bool = False) -> Path:
+    """Write `{train,val,test}.parquet` and `summary.json` into `out`.
+
+    Only those four files are replaced, each atomically (summary.json last, so it marks a
+    complete output); anything else in `out` is left alone. A directory holding other
+    files, or one that is or holds the logs, is refused unless `force` (see `core.outputs`).
     """
     import json
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory; choose another path")
-    with atomic_path(out) as tmp:
-        tmp.mkdir(parents=True)
+    inputs = [Path(f) for f in result.summary.get("inputs", {}).get("files", [])]
+    logs = result.summary.get("inputs", {}).get("logs")
+    if logs and Path(logs).exists():
+        inputs.append(Path(logs))
+    with output_dir(
+        out, PAIRS_OUTPUTS, label="mine-pairs", inputs=inputs, force=force, last=("summary.json",)
+    ) as tmp:
         for name, df in result.pairs.items():
             df.write_parquet(tmp / f"{name}.parquet")
         (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-    return out
+    return Path(out)
 
 
 # --- steps ---------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from core.errors import UserError
-from core.io import atomic_path
+from core.outputs import check_output_dir, output_dir
 from pipeline import motifs as mt
 from pipeline.vocab import EMPTY_TITLES, FILLER, topic_words
 
@@ -59,6 +59,16 @@ def default_factors(notes: int) -> tuple[int, int]:
     return n, n
 
 
+SYNTH_OUTPUTS = (
+    "notes.parquet",
+    "truth.parquet",
+    "users.parquet",
+    "synth.json",
+    "images/*.png",
+    "logs/part-*.parquet",
+)
+
+
 def generate_platform(
     out: str | Path,
     *,
@@ -72,13 +82,18 @@ def generate_platform(
     n_motifs: int | None = None,
     images: bool = True,
     workers: int = 1,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write a synthetic platform to `out` and return its summary (also in `synth.json`).
+
+    Only the platform's own files are replaced in `out` (each atomically, synth.json
+    last); a directory holding other files is refused unless `force` (`core.outputs`).
 
     `topics` / `n_motifs` default to about one per 30 notes; `images=False` skips the PNGs
     (benchmarks need only logs); `workers` > 1 draws images in parallel processes.
     """
     _check_sizes(notes=notes, users=users, days=days, events=events, image_size=image_size)
+    check_output_dir(out, SYNTH_OUTPUTS, label="synth", force=force, option="OUT")
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     d_topics, d_motifs = default_factors(notes)
@@ -93,7 +108,8 @@ def generate_platform(
     image_seeds = rng.integers(0, 2**63 - 1, notes)
 
     out = Path(out)
-    with atomic_path(out) as tmp:
+    staged = output_dir(out, SYNTH_OUTPUTS, label="synth", force=force, option="OUT", last=("synth.json",))
+    with staged as tmp:
         (tmp / "images").mkdir(parents=True)
         (tmp / "logs").mkdir()
         notes_df.write_parquet(tmp / "notes.parquet")

@@ -34,6 +34,46 @@ def read_split(pairs: str | Path, split: str) -> tuple[pl.DataFrame, Path]:
     return read_pairs(path), path
 
 
+TRUTH_COLUMNS = ("note_id", "topic", "motif")
+
+
+def read_truth(
+    truth: str | Path | None, notes: Path, log: Callable[[str], None] = lambda _: None
+) -> tuple[pl.DataFrame | None, Path | None]:
+    """The synthetic platform's truth table for relation slices, and its path.
+
+    An explicit `truth` must exist and have `note_id, topic, motif` (else `UserError`).
+    Without one, `truth.parquet` beside the notes is used only when it has those
+    columns; any other file of that name is ignored with a note through `log`.
+    """
+    explicit = truth is not None
+    path = Path(truth) if explicit else notes.parent / "truth.parquet"
+    if not path.exists():
+        if explicit:
+            raise UserError(f"truth file not found: {path} (a synthetic platform's truth.parquet)")
+        return None, None
+    try:
+        df = pl.read_parquet(path)
+    except Exception as exc:
+        if explicit:
+            raise UserError(f"cannot read truth file {path}: {str(exc).splitlines()[0]}") from None
+        log(f"ignoring {path}: not a readable Parquet file (no relation slices; --truth names one)")
+        return None, None
+    missing = [c for c in TRUTH_COLUMNS if c not in df.columns]
+    if missing:
+        if explicit:
+            raise UserError(
+                f"truth file {path} lacks column(s) {', '.join(missing)}; expected "
+                f"{', '.join(TRUTH_COLUMNS)} (the truth.parquet written by `i2i synth`)"
+            )
+        log(
+            f"ignoring {path}: it lacks {', '.join(missing)}, so it is not an `i2i synth` truth table "
+            "(no relation slices; --truth names one)"
+        )
+        return None, None
+    return df, path
+
+
 def run_defaults(run: str | Path) -> dict[str, Any]:
     """`notes` and `pairs` recorded in a training run's config.json, if any."""
     f = Path(run) / "config.json"
@@ -74,10 +114,7 @@ def run_eval(
     image_root = Path(image_root) if image_root is not None else notes.parent
     notes_df = read_notes(notes)
     pairs_df, pairs_file = read_split(pairs, split)
-    truth_path = Path(truth) if truth is not None else notes.parent / "truth.parquet"
-    if truth is not None and not truth_path.exists():
-        raise UserError(f"truth file not found: {truth_path} (a synthetic platform's truth.parquet)")
-    truth_df = pl.read_parquet(truth_path) if truth_path.exists() else None
+    truth_df, truth_path = read_truth(truth, notes, log)
     es = build_eval_set(notes_df, pairs_df, truth_df, split, short_chars=short_chars, max_queries=max_queries)
     log(f"split {split}: {len(es.queries)} queries, pool {len(es.pool)} ({es.dropped_pairs} pairs dropped)")
 
@@ -108,7 +145,7 @@ def run_eval(
         "split": split,
         "notes_file": str(notes),
         "pairs_file": str(pairs_file),
-        "truth_file": str(truth_path) if truth_df is not None else None,
+        "truth_file": str(truth_path) if truth_path is not None else None,
         "queries": len(es.queries),
         "pool": len(es.pool),
         "dropped_pairs": es.dropped_pairs,

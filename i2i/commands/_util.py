@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Annotated, NoReturn
+
+import typer
 
 from core.errors import UserError
+
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Write into an output directory that holds other files; only this command's own files change.",
+    ),
+]
 
 
 def not_yet(command: str, issue: int) -> NoReturn:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from i2i.commands._util import Force
 from i2i.demo import DemoConfig, default_demo_model, run_demo
 
 
@@ -31,6 +32,7 @@ def command(
         typer.Option(help="A tiny random model instead of the pretrained ones: a smoke test in seconds."),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed for data, split and training.")] = 0,
+    force: Force = False,
 ) -> None:
     """Run the whole pipeline offline on embedded defaults and write DIR/gallery.html."""
     if tiny:
@@ -52,5 +54,6 @@ def command(
         k=k,
         seed=seed,
         val_every=max(1, steps // 2),
+        force=force,
     )
     run_demo(cfg)

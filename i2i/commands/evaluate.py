@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from core.errors import UserError
+from i2i.commands._util import Force
 
 
 def command(
@@ -54,6 +55,7 @@ def command(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Notes per model forward pass.")] = 32,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: auto).")] = None,
+    force: Force = False,
 ) -> None:
     """Recall@K, MRR and NDCG@10 of RUN(s) and baselines; writes report.json, report.md, a plot."""
     from retriever.report import comparison_table, write_report
@@ -71,6 +73,7 @@ def command(
         raise UserError(
             "say which data to evaluate: --notes notes.parquet --pairs PAIRS_DIR (the run records none)"
         )
+    out = _output(out, chosen, [notes, pairs, *([truth] if truth else [])], force)
     console = Console(stderr=True)
     report = run_eval(
         chosen,
@@ -87,7 +90,21 @@ def command(
         device=device,
         log=lambda msg: console.print(f"[dim]{msg}[/]"),
     )
-    out = out or (chosen[0] if len(chosen) == 1 else Path("eval"))
     paths = write_report(report, out)
     Console().print(comparison_table(report))
     console.print(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+
+
+REPORT_OUTPUTS = ("report.json", "report.md", "recall_at_k.png")
+
+
+def _output(out: Path | None, runs: list[Path], inputs: list[Path], force: bool) -> Path:
+    """Where the report goes, checked before any work: a run evaluated alone takes its
+    report beside its checkpoints; any other directory must hold only report files, and
+    no input (or `--force`: then only the report files change)."""
+    from core.outputs import check_output_dir
+
+    chosen = out or (runs[0] if len(runs) == 1 else Path("eval"))
+    if any(chosen.resolve() == run.resolve() for run in runs):
+        return chosen
+    return check_output_dir(chosen, REPORT_OUTPUTS, label="eval", inputs=inputs, force=force)

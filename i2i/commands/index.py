@@ -99,6 +99,15 @@ def command(
             "--prune", help="Delete points of notes no longer in the table (default: keep, report)."
         ),
     ] = False,
+    max_prune: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="--prune refuses to delete more than this share of the collection."
+        ),
+    ] = 0.2,
+    force: Annotated[
+        bool, typer.Option("--force", help="Prune beyond --max-prune (e.g. a deliberately smaller table).")
+    ] = False,
     recreate: Annotated[
         bool, typer.Option("--recreate", help="Drop and re-create the collection (e.g. for another model).")
     ] = False,
@@ -160,6 +169,8 @@ def command(
             image_root=image_root if image_root is not None else notes.parent,
             full=full,
             prune=prune,
+            max_prune_share=max_prune,
+            force=force,
             recreate=recreate,
             batch_size=batch_size,
             embed_batch_size=embed_batch_size,

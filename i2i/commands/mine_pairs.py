@@ -10,7 +10,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.mine import DEFAULT_MAX_EVENTS_PER_USER, WEIGHTINGS, MineResult, mine_pairs, write_pairs
+from i2i.commands._util import Force
+from pipeline.mine import (
+    DEFAULT_MAX_EVENTS_PER_USER,
+    WEIGHTINGS,
+    MineResult,
+    check_pairs_out,
+    mine_pairs,
+    write_pairs,
+)
 
 
 def command(
@@ -49,6 +57,7 @@ def command(
     events: Annotated[
         str | None, typer.Option(help="Comma-separated event types to keep, e.g. view,click.")
     ] = None,
+    force: Force = False,
 ) -> None:
     """Mine related-note pairs: notes one user viewed within --window of each other.
 
@@ -56,6 +65,7 @@ def command(
     filtered, split by note so evaluation notes never appear in training, and written
     atomically.
     """
+    check_pairs_out(out, logs, force=force)
     console = Console(stderr=True)
     with Progress(
         SpinnerColumn(),
@@ -92,7 +102,7 @@ def command(
             progress=progress,
         )
         progress("writing", 0, 1)
-        write_pairs(result, out)
+        write_pairs(result, out, force=force)
         progress("writing", 1, 1)
     Console().print(summary_table(result, out))
 

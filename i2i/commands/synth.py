@@ -9,11 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from i2i.commands._util import Force
 from pipeline.synth import generate_platform
 
 
 def command(
-    out: Annotated[Path, typer.Argument(help="Output directory (replaced atomically if it exists).")],
+    out: Annotated[
+        Path, typer.Argument(help="Output directory; only the platform's own files in it are replaced.")
+    ],
     notes: Annotated[int, typer.Option(help="Number of notes.")] = 500,
     users: Annotated[int, typer.Option(help="Number of users (activity is heavy-tailed).")] = 200,
     days: Annotated[int, typer.Option(help="Days of browsing; one log file per day.")] = 14,
@@ -30,6 +33,7 @@ def command(
         bool, typer.Option(help="Draw the images (--no-images for logs-only benchmarks).")
     ] = True,
     workers: Annotated[int, typer.Option(help="Processes drawing images.")] = 1,
+    force: Force = False,
 ) -> None:
     """Write a synthetic platform: notes.parquet, images/, logs/, truth.parquet, users.parquet.
 
@@ -51,6 +55,7 @@ def command(
             n_motifs=motifs,
             images=images,
             workers=workers,
+            force=force,
         )
     table = Table(title=f"i2i synth → {out}", show_header=False)
     table.add_column(style="bold")

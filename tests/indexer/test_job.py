@@ -66,10 +66,22 @@ def test_index_is_idempotent_and_incremental(store: VectorStore, tmp_path: Path,
 def test_removed_notes_are_kept_unless_pruned(store: VectorStore, tmp_path: Path, make_notes) -> None:
     emb = HashingEmbedder()
     index_notes(_write(make_notes(20), tmp_path / "a.parquet"), emb, store)
-    kept = index_notes(_write(make_notes(15), tmp_path / "b.parquet"), emb, store)
-    assert (kept.not_in_table, kept.pruned, kept.points) == (5, 0, 20)
-    pruned = index_notes(tmp_path / "b.parquet", emb, store, prune=True)
-    assert (pruned.not_in_table, pruned.pruned, pruned.points) == (5, 5, 15)
+    kept = index_notes(_write(make_notes(16), tmp_path / "b.parquet"), emb, store)
+    assert (kept.not_in_table, kept.pruned, kept.points) == (4, 0, 20)
+    pruned = index_notes(tmp_path / "b.parquet", emb, store, prune=True)  # 20%: within the default
+    assert (pruned.not_in_table, pruned.pruned, pruned.points) == (4, 4, 16)
+
+
+def test_prune_refuses_to_empty_the_collection(store: VectorStore, tmp_path: Path, make_notes) -> None:
+    emb = HashingEmbedder()
+    index_notes(_write(make_notes(20), tmp_path / "a.parquet"), emb, store)
+    empty = _write(make_notes(0), tmp_path / "empty.parquet")  # a 0-row notes table
+    with pytest.raises(UserError, match=r"would delete 20 of the 20 points .*100%.*--max-prune 20%.*--force"):
+        index_notes(empty, emb, store, prune=True)
+    assert store.count() == 20
+    half = _write(make_notes(10), tmp_path / "half.parquet")
+    assert index_notes(half, emb, store, prune=True, max_prune_share=0.5).points == 10
+    assert index_notes(empty, emb, store, prune=True, force=True).points == 0
 
 
 def test_refuses_to_mix_models(store: VectorStore, tmp_path: Path, make_notes) -> None:
