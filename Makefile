@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.i2i-installed
 
-.PHONY: setup test lint demo
+.PHONY: setup test lint demo emoji-data demo-emoji
 
 setup: $(STAMP)
 
@@ -26,3 +26,13 @@ lint: setup
 
 demo: setup  ## the whole pipeline offline on embedded defaults
 	$(VENV)/bin/i2i demo --out demo
+
+# System data for `i2i emoji` (the Unicode emoji as a real-content platform): the Noto
+# colour font, CLDR keywords and Unicode's emoji list. The test suite needs them too.
+EMOJI_PACKAGES := fonts-noto-color-emoji unicode-cldr-core unicode-data
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+emoji-data:  ## apt packages for `i2i emoji`
+	dpkg -s $(EMOJI_PACKAGES) >/dev/null 2>&1 || $(SUDO) apt-get install -y $(EMOJI_PACKAGES)
+
+demo-emoji: setup emoji-data  ## the demo on the Unicode emoji (real words and pictures)
+	$(VENV)/bin/i2i demo --data emoji --out demo-emoji

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from core.errors import UserError
-from i2i.commands import demo, evaluate, index, mine_pairs, models, related, synth, train
+from i2i.commands import demo, emoji, evaluate, index, mine_pairs, models, related, synth, train
 
 app = typer.Typer(
     name="i2i",
@@ -45,6 +45,7 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 app.command("synth")(_user_errors(synth.command))
+app.command("emoji")(_user_errors(emoji.command))
 app.command("mine-pairs")(_user_errors(mine_pairs.command))
 app.command("train")(_user_errors(train.command))
 app.add_typer(models.app, name="models")  # its commands map UserError themselves

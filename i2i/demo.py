@@ -1,11 +1,11 @@
 """`i2i demo`: the whole pipeline, offline, in one command.
 
-    synth -> mine-pairs -> train -> index -> eval -> related -> gallery.html
+    synth (or emoji) -> mine-pairs -> train -> index -> eval -> related -> gallery.html
 
 Every step writes where the matching CLI command would, under one directory, so a user
 can re-run any single command on it (the demo prints those commands at the end):
 
-    DIR/data/      notes.parquet, images/, logs/, truth.parquet   (i2i synth)
+    DIR/data/      notes.parquet, images/, logs/, truth.parquet   (i2i synth, or i2i emoji)
     DIR/pairs/     train/val/test.parquet, summary.json           (i2i mine-pairs)
     DIR/run/       config.json, metrics.jsonl, best/, last/,      (i2i train)
                    report.json, report.md, recall_at_k.png        (i2i eval)
@@ -34,6 +34,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from core.contracts import SPLITS, notes_to_dicts, read_notes
+from core.errors import UserError
 from core.io import write_json_atomic
 from core.metrics import greedy_unique_pairs
 from train.config import ModelConfig
@@ -41,6 +42,7 @@ from train.config import ModelConfig
 COLLECTION = "notes"
 # What the demo writes under its directory (each step refuses foreign files of its own).
 DEMO_OUTPUTS = ("data/*", "pairs/*", "run/*", "qdrant/*", "demo.json", "gallery.html")
+DATASETS = ("synth", "emoji")
 
 
 def default_demo_model(llm_layers: int = 6) -> ModelConfig:
@@ -71,7 +73,10 @@ class DemoConfig:
     """Sizes and budget of the demo. The defaults fit ~10 minutes on 2 CPU cores."""
 
     out: Path = Path("demo")
-    # the synthetic platform
+    # the platform: "synth" (made-up words, drawn motifs) or "emoji" (the Unicode emoji,
+    # real words and pictures; `notes` does not apply, `subgroups` keeps a subset)
+    data: str = "synth"
+    subgroups: tuple[str, ...] | None = None
     notes: int = 1600
     users: int = 600
     days: int = 14
@@ -155,6 +160,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     from pipeline.mine import mine_pairs, write_pairs
     from pipeline.synth import generate_platform
 
+    if cfg.data not in DATASETS:
+        raise UserError(f"--data {cfg.data!r} is not known; expected one of {', '.join(DATASETS)}")
     console = console or Console()
     paths = DemoPaths(Path(cfg.out))
     check_output_dir(paths.root, DEMO_OUTPUTS, label="demo", force=cfg.force)
@@ -175,9 +182,25 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         )
     )
 
-    t0 = _step(console, 1, "synth: a synthetic platform")
-    if (paths.data / "synth.json").exists():
+    t0 = _step(
+        console, 1, f"{cfg.data}: " + ("the Unicode emoji" if cfg.data == "emoji" else "a synthetic platform")
+    )
+    summary_file = paths.data / f"{cfg.data}.json"
+    if summary_file.exists():
         console.print(f"{paths.data} exists: kept (delete it to regenerate)")
+    elif cfg.data == "emoji":
+        from pipeline.emoji import generate_emoji
+
+        generate_emoji(
+            paths.data,
+            users=cfg.users,
+            days=cfg.days,
+            events=cfg.events,
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+            subgroups=cfg.subgroups,
+            force=cfg.force,
+        )
     else:
         generate_platform(
             paths.data,
@@ -189,7 +212,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
             seed=cfg.seed,
             force=cfg.force,
         )
-    timings["synth"] = _done(console, t0, f"{cfg.notes} notes, {cfg.events} events in {paths.data}")
+    n_notes = json.loads(summary_file.read_text())["notes"]
+    timings[cfg.data] = _done(console, t0, f"{n_notes} notes, {cfg.events} events in {paths.data}")
 
     t0 = _step(console, 2, f"mine-pairs: co-views within {cfg.window}")
     if (paths.pairs / "summary.json").exists():
@@ -382,9 +406,14 @@ def _commands(cfg: DemoConfig, paths: DemoPaths) -> list[str]:
     """The CLI commands that redo each step on the demo's files."""
     r = paths.root
     split = ",".join(f"{x:g}" for x in cfg.split)
+    sizes = f"--users {cfg.users} --days {cfg.days} --events {cfg.events} --image-size {cfg.image_size}"
+    if cfg.data == "emoji":
+        subset = f" --subgroups {','.join(cfg.subgroups)}" if cfg.subgroups else ""
+        generate = f"i2i emoji {paths.data} {sizes} --seed {cfg.seed}{subset}"
+    else:
+        generate = f"i2i synth {paths.data} --notes {cfg.notes} {sizes} --seed {cfg.seed}"
     return [
-        f"i2i synth {paths.data} --notes {cfg.notes} --users {cfg.users} --days {cfg.days} "
-        f"--events {cfg.events} --image-size {cfg.image_size} --seed {cfg.seed}",
+        generate,
         f"i2i mine-pairs {paths.logs} --out {paths.pairs} --window {cfg.window} --split {split} "
         f"--seed {cfg.seed}",
         f"i2i train --out {paths.run} --resume",

@@ -115,7 +115,7 @@ def generate_platform(
         notes_df.write_parquet(tmp / "notes.parquet")
         truth.write_parquet(tmp / "truth.parquet")
         prefs.write_parquet(tmp / "users.parquet")
-        n_parts = _write_logs(logs, tmp / "logs")
+        n_parts = write_daily_logs(logs, tmp / "logs")
         if images:
             motif_triples = list(zip(truth["shape_id"], truth["color_id"], truth["texture_id"], strict=True))
             _write_all_images(
@@ -182,7 +182,8 @@ def _check_sizes(**sizes: int) -> None:
             raise UserError(f"--{name.replace('_', '-')} {value} is too small; expected an integer >= {low}")
 
 
-def _ids(prefix: str, n: int) -> list[str]:
+def sequential_ids(prefix: str, n: int) -> list[str]:
+    """`prefix` + zero-padded 0..n-1 (at least 6 digits), so ids sort in number order."""
     width = max(6, len(str(n - 1)))
     return [f"{prefix}{i:0{width}d}" for i in range(n)]
 
@@ -202,7 +203,7 @@ def _note_factors(notes: int, n_topics: int, n_motifs: int, rng: np.random.Gener
     popularity = 1.0 / (1.0 + rng.permutation(notes)) ** 0.8
     return pl.DataFrame(
         {
-            "note_id": _ids("n", notes),
+            "note_id": sequential_ids("n", notes),
             "topic": topic.astype(np.int32),
             "motif": motif.astype(np.int32),
             "shape": [mt.SHAPES[s] for s in shape_id],
@@ -278,7 +279,7 @@ def _note_texts(truth: pl.DataFrame, n_topics: int, rng: np.random.Generator) ->
 # --- browsing ------------------------------------------------------------------------
 
 
-class _Pools:
+class NotePools:
     """Popularity-weighted sampling of notes within groups (a topic, a motif, a cell).
 
     Notes are sorted by group; one global cumulative popularity array lets a whole
@@ -320,10 +321,7 @@ def _browse(
     pref_topic = rng.integers(0, n_topics, (users, 2))
     pref_motif = rng.integers(0, n_mot, (users, 2))
 
-    user = np.repeat(np.arange(users), per_user)
-    first = np.r_[True, user[1:] != user[:-1]] if events else np.zeros(0, bool)
-    new_session = first | (rng.random(events) < 1.0 / MEAN_SESSION_LENGTH)
-    session = np.cumsum(new_session) - 1
+    user, session, new_session = split_sessions(per_user, rng)
     s_user = user[new_session]
     n_sessions = len(s_user)
 
@@ -341,10 +339,10 @@ def _browse(
     s_motif = np.where(loyal[:, 1], pref_motif[s_user, which[:, 1]], rng.integers(0, n_mot, n_sessions))
 
     # Pick each event's note from the session's pool, or popular noise.
-    by_topic = _Pools(topic, pop, n_topics)
-    by_motif = _Pools(motif, pop, n_mot)
-    by_cell = _Pools(topic * n_mot + motif, pop, n_topics * n_mot)
-    everyone = _Pools(np.zeros(n_notes, np.int64), pop, 1)
+    by_topic = NotePools(topic, pop, n_topics)
+    by_motif = NotePools(motif, pop, n_mot)
+    by_cell = NotePools(topic * n_mot + motif, pop, n_topics * n_mot)
+    everyone = NotePools(np.zeros(n_notes, np.int64), pop, 1)
     e_kind = kind[session]
     note = everyone.sample(np.zeros(events, np.int64), rng)
     on = rng.random(events) < ON_TOPIC
@@ -361,33 +359,10 @@ def _browse(
             sel = sel_cell
         note[sel] = pools.sample(key[sel], rng)
 
-    # Time: a session starts at a random moment; views follow ~45 s apart.
-    s_start = rng.integers(0, days * 86_400 - 3_600, n_sessions)
-    gap = rng.exponential(45.0, events).astype(np.int64) + 1
-    gap[new_session] = 0
-    cum = np.cumsum(gap)
-    ts = s_start[session] + cum - cum[new_session][session]
-
-    # Clicks and likes repeat the note just viewed, a few seconds later.
-    labels = list(EVENT_SHARES)
-    event = rng.choice(len(labels), size=events, p=list(EVENT_SHARES.values()))
-    event[new_session] = 0
-    last_view = np.maximum.accumulate(np.where(event == 0, np.arange(events), 0))
-    repeat = event != 0
-    note[repeat] = note[last_view[repeat]]
-    ts[repeat] = ts[last_view[repeat]] + rng.integers(1, 20, int(repeat.sum()))
-    np.minimum(ts, days * 86_400 - 1, out=ts)  # the rare marathon session stays in the last day
-
-    # Gather strings from small Series (no Python objects per event).
-    user_ids = pl.Series("user_id", _ids("u", users), dtype=pl.Utf8)
-    logs = pl.DataFrame(
-        {
-            "user_id": user_ids.gather(user),
-            "note_id": truth["note_id"].gather(note),
-            "ts": (START + ts.astype("timedelta64[s]")).astype("datetime64[us]"),
-            "event": pl.Series(labels, dtype=pl.Utf8).gather(event),
-        }
-    ).sort("ts", "user_id", maintain_order=True)
+    user_ids = pl.Series("user_id", sequential_ids("u", users), dtype=pl.Utf8)
+    logs = session_log(
+        note, user, session, new_session, days=days, rng=rng, note_ids=truth["note_id"], user_ids=user_ids
+    )
     prefs = pl.DataFrame(
         {
             "user_id": user_ids,
@@ -400,7 +375,71 @@ def _browse(
     return prefs, logs
 
 
-def _write_logs(logs: pl.DataFrame, folder: Path) -> int:
+def split_sessions(
+    per_user: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lay out `per_user[u]` events per user in sessions of ~`MEAN_SESSION_LENGTH` events.
+
+    Returns per event: its user, its session number (0, 1, ... in event order) and
+    whether it opens a session (a user's first event always does).
+    """
+    user = np.repeat(np.arange(len(per_user)), per_user)
+    events = len(user)
+    first = np.r_[True, user[1:] != user[:-1]] if events else np.zeros(0, bool)
+    new_session = first | (rng.random(events) < 1.0 / MEAN_SESSION_LENGTH)
+    session = np.cumsum(new_session) - 1
+    return user, session, new_session
+
+
+def session_log(
+    note: np.ndarray,
+    user: np.ndarray,
+    session: np.ndarray,
+    new_session: np.ndarray,
+    *,
+    days: int,
+    rng: np.random.Generator,
+    note_ids: pl.Series,
+    user_ids: pl.Series,
+) -> pl.DataFrame:
+    """Events (one per row of `note`/`user`, grouped in sessions) -> a timed event log.
+
+    A session starts at a random moment within `days`; its views follow ~45 s apart.
+    Clicks and likes repeat the note just viewed a few seconds later (the first event of a
+    session is a view). `note` and `user` index `note_ids` and `user_ids`; `session` is
+    each event's session number and `new_session` marks the first event of each.
+    Returns `user_id, note_id, ts, event` sorted by (ts, user_id).
+    """
+    events = len(note)
+    n_sessions = int(new_session.sum())
+    note = note.copy()
+    s_start = rng.integers(0, days * 86_400 - 3_600, n_sessions)
+    gap = rng.exponential(45.0, events).astype(np.int64) + 1
+    gap[new_session] = 0
+    cum = np.cumsum(gap)
+    ts = s_start[session] + cum - cum[new_session][session]
+
+    labels = list(EVENT_SHARES)
+    event = rng.choice(len(labels), size=events, p=list(EVENT_SHARES.values()))
+    event[new_session] = 0
+    last_view = np.maximum.accumulate(np.where(event == 0, np.arange(events), 0))
+    repeat = event != 0
+    note[repeat] = note[last_view[repeat]]
+    ts[repeat] = ts[last_view[repeat]] + rng.integers(1, 20, int(repeat.sum()))
+    np.minimum(ts, days * 86_400 - 1, out=ts)  # the rare marathon session stays in the last day
+
+    # Gather strings from small Series (no Python objects per event).
+    return pl.DataFrame(
+        {
+            "user_id": user_ids.gather(user),
+            "note_id": note_ids.gather(note),
+            "ts": (START + ts.astype("timedelta64[s]")).astype("datetime64[us]"),
+            "event": pl.Series(labels, dtype=pl.Utf8).gather(event),
+        }
+    ).sort("ts", "user_id", maintain_order=True)
+
+
+def write_daily_logs(logs: pl.DataFrame, folder: Path) -> int:
     """One Parquet file per day, like a daily-partitioned event table."""
     day = ((pl.col("ts") - pl.lit(START.astype("datetime64[us]").item())).dt.total_days()).alias("_day")
     parts = logs.with_columns(day).partition_by("_day", as_dict=True, maintain_order=True)

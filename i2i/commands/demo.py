@@ -13,9 +13,18 @@ from i2i.demo import DemoConfig, default_demo_model, run_demo
 
 def command(
     out: Annotated[Path, typer.Option(help="Directory for every step's output.")] = Path("demo"),
-    notes: Annotated[int, typer.Option(help="Notes on the synthetic platform.", min=50)] = 1600,
-    users: Annotated[int, typer.Option(help="Users on the synthetic platform.", min=10)] = 600,
-    events: Annotated[int, typer.Option(help="Log events to simulate.", min=1000)] = 80_000,
+    data: Annotated[
+        str,
+        typer.Option(help="synth (made-up words, drawn motifs) or emoji (the Unicode emoji: real content)."),
+    ] = "synth",
+    notes: Annotated[int, typer.Option(help="Notes on the synthetic platform (synth only).", min=50)] = 1600,
+    users: Annotated[
+        int | None, typer.Option(help="Users browsing (default: synth 600, emoji 3000).", min=10)
+    ] = None,
+    events: Annotated[
+        int | None,
+        typer.Option(help="Log events to simulate (default: synth 80000, emoji 300000).", min=1000),
+    ] = None,
     window: Annotated[
         str, typer.Option(help="Co-view window for mine-pairs (synthetic sessions last ~1h; real logs: 7d).")
     ] = "1h",
@@ -34,18 +43,29 @@ def command(
     seed: Annotated[int, typer.Option(help="Seed for data, split and training.")] = 0,
     force: Force = False,
 ) -> None:
-    """Run the whole pipeline offline on embedded defaults and write DIR/gallery.html."""
+    """Run the whole pipeline offline on embedded defaults and write DIR/gallery.html.
+
+    --data emoji uses the Unicode emoji (apt-get install fonts-noto-color-emoji
+    unicode-cldr-core unicode-data) with a 0.6/0.1/0.3 split, so the test split keeps
+    300+ queries.
+    """
     if tiny:
         from train.testing import tiny_model_config
 
         model = tiny_model_config()
     else:
         model = default_demo_model(llm_layers)
+    if data == "emoji":
+        from pipeline.emoji import DEFAULT_EVENTS, DEFAULT_SPLIT, DEFAULT_USERS
+
+        sizes = {"users": users or DEFAULT_USERS, "events": events or DEFAULT_EVENTS, "split": DEFAULT_SPLIT}
+    else:
+        sizes = {"users": users or 600, "events": events or 80_000}
     cfg = DemoConfig(
         out=out,
+        data=data,
         notes=notes,
-        users=users,
-        events=events,
+        **sizes,
         window=window,
         steps=steps,
         pairs_per_step=pairs_per_step,

@@ -77,3 +77,30 @@ def test_demo_rerun_keeps_finished_steps(tmp_path: Path) -> None:
     assert sorted((out / "run" / "last").glob("*.safetensors"))[0].read_bytes() == weights
     assert again["index"]["embedded"] == 0  # nothing changed, nothing re-embedded
     assert "kept" in console.export_text()
+
+
+def test_demo_on_the_emoji_platform(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    cfg = _tiny(out)
+    cfg.data, cfg.subgroups = "emoji", ("face-smiling", "animal-bird", "food-fruit", "heart")
+    cfg.users, cfg.events, cfg.days = 60, 3000, 7
+    summary = run_demo(cfg, Console(quiet=True))
+    notes = pl.read_parquet(out / "data" / "notes.parquet")
+    assert "grinning face" in notes["title"].to_list()
+    assert (out / "data" / "emoji.json").exists() and not (out / "data" / "synth.json").exists()
+    assert summary["index"]["points"] == notes.height
+    assert summary["commands"][0].startswith(f"i2i emoji {out / 'data'} --users 60")
+    assert "--subgroups face-smiling,animal-bird,food-fruit,heart" in summary["commands"][0]
+    page = (out / "gallery.html").read_text()
+    assert any(title in page for title in notes["title"].to_list())
+
+
+def test_demo_unknown_data_is_a_user_error_and_writes_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from i2i.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--data", "movies", "--tiny"])
+    assert result.exit_code == 2
+    assert "--data 'movies' is not known; expected one of synth, emoji" in result.output
+    assert not (tmp_path / "d").exists()
