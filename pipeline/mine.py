@@ -17,20 +17,27 @@ Semantics (each pinned by a test):
 How: Polars (streaming engine) reads, filters and dictionary-encodes the logs into
 compact integer events sorted by (user, time), 16 bytes per event. For each event, the
 partners in its window form one contiguous run of that user's sorted events, found with
-one `searchsorted`. Runs are expanded in chunks of *query notes* (about `chunk_rows`
-candidate rows each): pairs with different query notes never meet, so each chunk is
-final on its own and memory stays bounded by the chunk and the top-k output, not by the
-quadratic number of co-views. Within a chunk, one sort of packed uint64
+one `searchsorted`. Runs are expanded in partitions of *query notes* (about `chunk_rows`
+candidate rows each): pairs with different query notes never meet, so each partition is
+final on its own. A query note popular enough to exceed a partition alone is cut again by
+*target note* (each pair is still scored whole in one partition; each keeps its top-k per
+query, and the union of those holds the overall top-k). So memory is bounded by the
+event table, one partition and the top-k output, never by the quadratic number of
+co-views; `memory_limit` sizes the partitions, and logs whose event table alone would
+not fit are refused before loading. Within a partition, one sort of packed uint64
 (query, target, user) keys deduplicates users and groups pairs, and one sort of packed
 (query, score, target) keys ranks them; numpy sorts plain uint64 values several times
 faster than any argsort. Inverse-activity weights are summed in fixed point (2^-40), so
-scores are exact and identical whatever the chunking or thread schedule, then rounded
-to 9 decimals.
+scores are exact and identical whatever the partitioning or thread schedule, then
+rounded to 9 decimals.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +56,14 @@ from pipeline.splits import assign_splits, parse_split
 
 WEIGHTINGS = ("users", "inverse-activity")
 DEFAULT_MAX_EVENTS_PER_USER = 1000
-DEFAULT_CHUNK_ROWS = 8_000_000  # candidate (query, target, user) rows expanded at once (~40 B each)
+DEFAULT_MEMORY_LIMIT = "4GB"
+# Bytes of memory per unit, measured on the expansion and load code paths (with headroom):
+_ROW_BYTES = 64  # per candidate (query event, target event) row of one partition
+_EVENT_BYTES = 120  # per log row while loading (the streaming dictionary join, then the sort)
+_PAIR_BYTES = 96  # per output pair (ranked arrays, then the id strings)
+_MIN_CHUNK_ROWS = 10_000
+# Larger partitions are no faster (sorts leave the cache): the cap when memory allows more.
+_MAX_CHUNK_ROWS = 8_000_000
 _FIXED = 2.0**40  # fixed-point scale for summing 1 / N_u exactly
 SCORE_DECIMALS = 9
 _PACK_BITS = 64  # a sort key of (query, score, target) must fit in this many bits
@@ -88,7 +102,8 @@ def mine_pairs(
     max_events_per_user: int = DEFAULT_MAX_EVENTS_PER_USER,
     split: str | Sequence[float] = (0.9, 0.05, 0.05),
     seed: int = 0,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    memory_limit: str | int = DEFAULT_MEMORY_LIMIT,
+    chunk_rows: int | None = None,
     progress: Progress | None = None,
 ) -> MineResult:
     """Mine co-view pairs from the logs at `logs`; see the module docstring for semantics."""
@@ -96,6 +111,7 @@ def mine_pairs(
     report = progress or _noop
     window_us = parse_duration(window)
     shares = parse_split(split)
+    limit = parse_memory(memory_limit)
     _check_options(weighting, min_score, max_score, top_k, max_events_per_user, events, event_col)
 
     files = find_log_files(logs)
@@ -103,7 +119,7 @@ def mine_pairs(
         files, user_col=user_col, note_col=note_col, ts_col=ts_col, ts_unit=ts_unit, event_col=event_col
     )
     report("reading logs", 0, None)
-    ev, counts = _load_events(lf, events if event_col else None)
+    ev, counts = _load_events(lf, events if event_col else None, limit)
     report("reading logs", 1, 1)
 
     ev, capped_users, capped_events = _cap(ev, max_events_per_user)
@@ -125,14 +141,21 @@ def mine_pairs(
         n_users=int(users.max()) + 1,
         n_notes=len(note_ids),
     )
-    j_lo, cand, ranges = _co_views(users, notes, ts, window_us, chunk_rows)
+    j_lo, cand = _partner_runs(users, ts, window_us)
     del ts
+    rows = chunk_rows or plan_chunk_rows(limit, len(users), scoring.n_notes, top_k)
+    by_note = np.argsort(notes, kind="stable")
+    note_start = np.r_[0, np.cumsum(np.bincount(notes, minlength=scoring.n_notes))]
+    part = _Partitioner(users, notes, j_lo, cand, by_note, note_start, rows)
+    ranges = _query_ranges(np.bincount(notes, weights=cand, minlength=scoring.n_notes), rows, scoring.n_users)
     for key in ("user_pairs", "distinct_pairs", *_DROPS):
         counts[key] = 0
+    engine = {"name": "polars", "memory_limit_bytes": limit, "chunk_rows": rows}
+    engine.update(partitions=0, largest_partition_rows=0)
     parts = []
     for c, (q_lo, q_hi) in enumerate(ranges):
         report("co-viewing", c, len(ranges))
-        parts.append(_chunk_pairs(q_lo, q_hi, users, notes, j_lo, cand, scoring, counts))
+        parts.append(_range_pairs(q_lo, q_hi, part, scoring, counts, engine))
     report("co-viewing", len(ranges), len(ranges))
     ids = pl.Series("id", note_ids, dtype=pl.Utf8)
     ranked = pl.concat(parts)
@@ -164,6 +187,7 @@ def mine_pairs(
             "seed": seed,
         },
         "counts": counts,
+        "engine": engine,
         "splits": {
             name: {"pairs": df.height, "queries": df["query_id"].n_unique()} for name, df in per_split.items()
         },
@@ -211,6 +235,79 @@ def write_pairs(result: MineResult, out: str | Path, *, force: bool = False) -> 
     return Path(out)
 
 
+# --- memory --------------------------------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 2**30, "gb": 2**30}
+_SIZE_UNITS.update({"t": 2**40, "tb": 2**40, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def parse_memory(text: str | int) -> int:
+    """'4GB', '512MB', '1.5g', 2**30 -> bytes (binary units: 1 GB = 2^30 bytes)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+        unit = m.group(2).lower() if m else ""
+        if not m or unit not in _SIZE_UNITS:
+            raise UserError(f"--memory-limit {text!r} is not a size; expected e.g. 4GB, 512MB or 1.5GB")
+        value = round(float(m.group(1)) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise UserError(f"--memory-limit {text!r} must be positive, e.g. 4GB")
+    return value
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GB"
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _check_event_memory(rows: int, memory_limit: int) -> None:
+    """Refuse, before loading, logs whose event table alone would not fit the limit."""
+    need = resident_bytes() + rows * _EVENT_BYTES
+    if need > memory_limit:
+        raise UserError(
+            f"--memory-limit {_gb(memory_limit)} is too small for {rows:,} log rows (loading needs about "
+            f"{_gb(need)}); raise --memory-limit, or mine on Spark with --engine spark"
+        )
+
+
+def plan_chunk_rows(memory_limit: int, n_events: int, n_notes: int, top_k: int) -> int:
+    """Candidate rows per partition so that the process stays under `memory_limit`.
+
+    What is resident now (the event arrays), the output's top-k pairs and one partition
+    at `_ROW_BYTES` per candidate row must fit together; partitions larger than
+    `_MAX_CHUNK_ROWS` are no faster, so that is the most it gives.
+    """
+    reserve = resident_bytes() + n_notes * top_k * _PAIR_BYTES
+    rows = (memory_limit - reserve) // _ROW_BYTES
+    if rows < _MIN_CHUNK_ROWS:
+        raise UserError(
+            f"--memory-limit {_gb(memory_limit)} leaves no room to mine: {n_events:,} events and the output "
+            f"already need about {_gb(reserve)}; raise --memory-limit, or mine on Spark with --engine spark"
+        )
+    return int(min(rows, _MAX_CHUNK_ROWS))
+
+
+def _drop_adjacent_repeats(ev: pl.DataFrame) -> pl.DataFrame:
+    """Rows of a frame sorted by (u, t, n) without exact repeats."""
+    if ev.height < 2:
+        return ev
+    u, t, n = (ev[c].to_numpy() for c in ("u", "t", "n"))
+    new = np.r_[True, (u[1:] != u[:-1]) | (t[1:] != t[:-1]) | (n[1:] != n[:-1])]
+    return ev if new.all() else ev.filter(pl.Series(new))
+
+
 # --- steps ---------------------------------------------------------------------------
 
 
@@ -235,7 +332,9 @@ def _check_options(
         raise UserError("--events needs --event-col, the column holding the event type (e.g. event)")
 
 
-def _load_events(lf: pl.LazyFrame, events: Sequence[str] | None) -> tuple[pl.DataFrame, dict[str, Any]]:
+def _load_events(
+    lf: pl.LazyFrame, events: Sequence[str] | None, memory_limit: int
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Filter, drop nulls (counted), dictionary-encode and sort the events.
 
     Returns `u` (UInt32, users in sorted order), `n` (UInt32, index into the sorted note
@@ -262,17 +361,20 @@ def _load_events(lf: pl.LazyFrame, events: Sequence[str] | None) -> tuple[pl.Dat
         stat_df, notes_df, users_df = pl.collect_all(
             [lf.select(stats), note_dict, user_dict], engine="streaming"
         )
+        _check_event_memory(int(stat_df["rows_read"][0]), memory_limit)
+        # Integers only from here: 16 bytes per event. A hash `unique()` over the three
+        # columns would cost ~10x that; sorting then dropping adjacent repeats does not.
         encoded = (
             clean.join(notes_df.lazy(), on="note")
             .join(users_df.lazy(), on="user")
             .select("u", "n", "t")
-            .unique()
-            .sort("u", "t", "n")
             .collect(engine="streaming")
+            .sort("u", "t", "n")
         )
     except pl.exceptions.PolarsError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"cannot read the logs: {first}") from None
+    encoded = _drop_adjacent_repeats(encoded)
     counts: dict[str, Any] = {k: int(v) for k, v in stat_df.row(0, named=True).items()}
     counts.setdefault("dropped_event_filter", 0)
     kept_rows = counts["rows_read"] - counts["dropped_event_filter"]
@@ -320,51 +422,54 @@ def _user_weights(users: np.ndarray, notes: np.ndarray, weighting: str) -> np.nd
     n_users = int(users.max()) + 1
     if weighting == "users":
         return np.ones(n_users, np.int64)
-    distinct = pl.DataFrame({"u": users, "n": notes}).unique().group_by("u").len()
-    per_user = np.zeros(n_users, np.int64)
-    per_user[distinct["u"].to_numpy()] = distinct["len"].to_numpy()
+    n_notes = np.uint64(int(notes.max()) + 1)
+    key = users.astype(np.uint64) * n_notes + notes
+    key.sort()
+    distinct = key[np.r_[True, key[1:] != key[:-1]]]
+    del key
+    per_user = np.bincount((distinct // n_notes).astype(np.int64), minlength=n_users)
     with np.errstate(divide="ignore"):
         return np.where(per_user > 0, np.round(_FIXED / np.maximum(per_user, 1)), 0).astype(np.int64)
 
 
-def _co_views(
-    users: np.ndarray,
-    notes: np.ndarray,
-    ts: np.ndarray,
-    window_us: int,
-    chunk_rows: int,
-) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    """Each event's partner run and the query-note ranges to expand one at a time.
+def _partner_runs(users: np.ndarray, ts: np.ndarray, window_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each event's partner run: first partner index `j_lo` and run length `cand`.
 
     Events are sorted by (user, t, note). The partners j of event i (same user,
-    t_i <= t_j <= t_i + window) form one contiguous run [j_lo, j_hi): j_lo is the first
-    event of the user at t_i (equal timestamps count both ways), j_hi comes from one
-    searchsorted. Runs include i itself and same-note partners; those are dropped later.
-    Query notes are cut into ranges of about `chunk_rows` candidate rows each.
+    t_i <= t_j <= t_i + window) form one contiguous run [j_lo, j_lo + cand): j_lo is the
+    first event of the user at t_i (equal timestamps count both ways), the end comes
+    from one searchsorted. Runs include i itself and same-note partners; those are
+    dropped when the run is expanded.
     """
     n = len(users)
     idx = np.arange(n, dtype=np.int64)
     new_time = np.r_[True, (users[1:] != users[:-1]) | (ts[1:] != ts[:-1])]
     j_lo = np.maximum.accumulate(np.where(new_time, idx, 0))
-    cand = _window_ends(users, ts, window_us) - j_lo
     del idx, new_time
+    return j_lo, _window_ends(users, ts, window_us) - j_lo
 
-    n_notes = int(notes.max()) + 1
-    n_users = int(users.max()) + 1
-    # A chunk's dedup key is (query - first query, target, user) packed into 64 bits.
+
+def _query_ranges(per_note_rows: np.ndarray, chunk_rows: int, n_users: int) -> list[tuple[int, int]]:
+    """Cut the query notes into ranges of about `chunk_rows` candidate rows each.
+
+    A range whose one note alone has more rows is cut again by target note later
+    (`_target_ranges`). Ranges are also narrow enough for the (query, target, user)
+    dedup key to fit in 64 bits.
+    """
+    n_notes = len(per_note_rows)
     max_notes = (2**64 - 1) // (n_notes * n_users)
     if max_notes < 1:
         raise UserError(
             f"{n_notes:,} notes x {n_users:,} users is too large to mine in one run; "
-            "split the logs by user and sum the partial pair counts"
+            "mine on Spark with --engine spark"
         )
-    per_note = np.cumsum(np.bincount(notes, weights=cand, minlength=n_notes))
-    cuts = np.searchsorted(per_note, np.arange(chunk_rows, per_note[-1], chunk_rows), side="right")
+    cum = np.cumsum(per_note_rows)
+    cuts = np.searchsorted(cum, np.arange(chunk_rows, cum[-1], chunk_rows), side="right")
     bounds = sorted({0, n_notes, *(int(c) for c in cuts if 0 < c < n_notes)})
     ranges = []
     for lo, hi in itertools.pairwise(bounds):
         ranges += [(a, min(hi, a + max_notes)) for a in range(lo, hi, max_notes)]
-    return j_lo, cand, ranges
+    return ranges
 
 
 def _window_ends(users: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarray:
@@ -406,41 +511,127 @@ class _Scoring:
     n_notes: int
 
 
-def _chunk_pairs(
-    q_lo: int,
-    q_hi: int,
-    users: np.ndarray,
-    notes: np.ndarray,
-    j_lo: np.ndarray,
-    cand: np.ndarray,
-    sc: _Scoring,
-    counts: dict[str, int],
-) -> pl.DataFrame:
-    """Ranked pairs for the query notes in [q_lo, q_hi): expand, dedup, score, top-k.
+@dataclass
+class _Partitioner:
+    """The events indexed by query note, and how many candidate rows fit in memory at once."""
 
-    Pairs with different query notes never meet, so each chunk is final on its own:
-    memory is bounded by the chunk and the (top-k) output.
+    users: np.ndarray
+    notes: np.ndarray
+    j_lo: np.ndarray
+    cand: np.ndarray
+    by_note: np.ndarray  # event indices ordered by note
+    note_start: np.ndarray  # by_note[note_start[q]:note_start[q + 1]] are note q's events
+    chunk_rows: int
+
+    def events(self, q_lo: int, q_hi: int) -> np.ndarray:
+        """The events of query notes [q_lo, q_hi), in event order (for memory locality)."""
+        return np.sort(self.by_note[self.note_start[q_lo] : self.note_start[q_hi]])
+
+    def pieces(self, events: np.ndarray) -> list[np.ndarray]:
+        """`events` cut into pieces of at most `chunk_rows` candidate rows (one event at least)."""
+        cum = np.cumsum(self.cand[events])
+        if len(cum) == 0 or cum[-1] <= self.chunk_rows:
+            return [events]
+        cuts = np.searchsorted(cum, np.arange(self.chunk_rows, cum[-1], self.chunk_rows), side="right")
+        bounds = sorted({0, len(events), *(int(c) for c in cuts if 0 < c < len(events))})
+        return [events[a:b] for a, b in itertools.pairwise(bounds)]
+
+    def expand(self, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query event, target event) for every candidate row of `events`."""
+        run = self.cand[events]
+        q_ev = np.repeat(events, run)
+        t_ev = np.repeat(self.j_lo[events] - (np.cumsum(run) - run), run)
+        t_ev += np.arange(len(q_ev), dtype=np.int64)
+        return q_ev, t_ev
+
+
+def _range_pairs(
+    q_lo: int, q_hi: int, part: _Partitioner, sc: _Scoring, stats: dict[str, int], engine: dict[str, Any]
+) -> pl.DataFrame:
+    """Ranked pairs for the query notes in [q_lo, q_hi).
+
+    Pairs with different query notes never meet, so a query range is final on its own.
+    When the range's candidate rows exceed `chunk_rows` (one very popular note), it is
+    cut again by target note: each (query, target) pair is still scored whole within one
+    target range, each range keeps its own top-k per query, and the union of those
+    top-k lists holds the overall top-k. Memory stays bounded by `chunk_rows`.
     """
-    events = np.flatnonzero((notes >= q_lo) & (notes < q_hi))
-    run = cand[events]
-    total = int(run.sum())
-    # (row) -> query event and target event; targets run j_lo[i], j_lo[i] + 1, ...
-    q_ev = np.repeat(events, run)
-    t_ev = np.repeat(j_lo[events] - (np.cumsum(run) - run), run)
-    t_ev += np.arange(total, dtype=np.int64)
-    q_note = notes[q_ev]
-    t_note = notes[t_ev]
+    events = part.events(q_lo, q_hi)
+    pieces = part.pieces(events)
+    t_ranges = [(0, sc.n_notes)] if len(pieces) == 1 else _target_ranges(part, pieces, sc.n_notes)
+    engine["partitions"] += len(t_ranges)
+    kept = 0
+    ranked = []
+    for t_lo, t_hi in t_ranges:
+        keys = [_dedup_keys(part, piece, q_lo, t_lo, t_hi, sc) for piece in pieces]
+        key = keys[0] if len(keys) == 1 else np.concatenate(keys)
+        del keys
+        engine["largest_partition_rows"] = max(engine["largest_partition_rows"], len(key))
+        query, units, target = _scored_pairs(key, q_lo, sc, stats)
+        kept += len(query)
+        ranked.append(_top_k(query, units, target, q_lo, q_hi, sc))
+    if len(ranked) == 1:
+        query, units, target, rank = ranked[0]
+    else:
+        query, units, target, rank = _top_k(
+            *(np.concatenate([r[i] for r in ranked]) for i in range(3)), q_lo, q_hi, sc
+        )
+    stats["dropped_top_k"] += kept - len(query)
+    return pl.DataFrame(
+        {
+            "q": query,
+            "t": target,
+            "score": _score(units, sc.weighting),
+            "rank": rank.astype(np.int32),
+            "split": sc.split[query],
+        }
+    )
+
+
+def _target_ranges(part: _Partitioner, pieces: list[np.ndarray], n_notes: int) -> list[tuple[int, int]]:
+    """Target-note ranges of about `chunk_rows` candidate rows each, from one counting pass."""
+    per_target = np.zeros(n_notes, np.int64)
+    for piece in pieces:
+        _, t_ev = part.expand(piece)
+        per_target += np.bincount(part.notes[t_ev], minlength=n_notes)
+    cum = np.cumsum(per_target)
+    cuts = np.searchsorted(cum, np.arange(part.chunk_rows, cum[-1], part.chunk_rows), side="right")
+    bounds = sorted({0, n_notes, *(int(c) for c in cuts if 0 < c < n_notes)})
+    return list(itertools.pairwise(bounds))
+
+
+def _dedup_keys(
+    part: _Partitioner, events: np.ndarray, q_lo: int, t_lo: int, t_hi: int, sc: _Scoring
+) -> np.ndarray:
+    """Packed (query - q_lo, target, user) uint64 keys of the co-views of `events` whose
+    target note lies in [t_lo, t_hi); a note never pairs with itself."""
+    q_ev, t_ev = part.expand(events)
+    q_note = part.notes[q_ev]
+    t_note = part.notes[t_ev]
+    del t_ev
     keep = q_note != t_note
-    # (query, target, user) in one uint64; sorting it dedups users and groups pairs.
+    if t_lo > 0 or t_hi < sc.n_notes:
+        keep &= (t_note >= t_lo) & (t_note < t_hi)
     key = (q_note[keep] - np.uint32(q_lo)).astype(np.uint64) * np.uint64(sc.n_notes)
     key += t_note[keep]
     key *= np.uint64(sc.n_users)
-    key += users[q_ev[keep]]
-    del q_ev, t_ev, q_note, t_note, keep
+    key += part.users[q_ev[keep]]
+    return key
+
+
+def _scored_pairs(
+    key: np.ndarray, q_lo: int, sc: _Scoring, stats: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dedup users per pair, score each (query, target) pair, apply the score and split filters.
+
+    Returns (query, integer score units, target) of the pairs kept. Scores are integers:
+    user counts, or the fixed-point sum in units of 10^-9 (the rounding of the score), so
+    that ties are exact and packable into a sort key.
+    """
     key.sort()
     if len(key):
         key = key[np.r_[True, key[1:] != key[:-1]]]
-    counts["user_pairs"] += len(key)
+    stats["user_pairs"] += len(key)
     pair, user = np.divmod(key, np.uint64(sc.n_users))
     del key
     starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]]) if len(pair) else np.zeros(0, np.int64)
@@ -448,8 +639,6 @@ def _chunk_pairs(
     query, target = np.divmod(pair[starts], np.uint64(sc.n_notes))
     query = (query + np.uint64(q_lo)).astype(np.uint32)
     target = target.astype(np.uint32)
-    # Integer scores: user counts, or the fixed-point sum in units of 10^-9 (the
-    # rounding of the score), so that ties are exact and packable into a sort key.
     if sc.weighting == "users":
         units = n_users.astype(np.int64)
     else:
@@ -457,36 +646,32 @@ def _chunk_pairs(
         units = np.rint(wsum / _FIXED * 10.0**SCORE_DECIMALS).astype(np.int64)
     del pair, user
     score = _score(units, sc.weighting)
-    counts["distinct_pairs"] += len(units)
+    stats["distinct_pairs"] += len(units)
 
     keep = np.ones(len(units), bool)
     if sc.min_score is not None:
         low = score < sc.min_score
-        counts["dropped_min_score"] += int(low.sum())
+        stats["dropped_min_score"] += int(low.sum())
         keep &= ~low
     if sc.max_score is not None:
         high = keep & (score > sc.max_score)
-        counts["dropped_max_score"] += int(high.sum())
+        stats["dropped_max_score"] += int(high.sum())
         keep &= ~high
     cross = keep & (sc.split[query] != sc.split[target])
-    counts["dropped_cross_split"] += int(cross.sum())
+    stats["dropped_cross_split"] += int(cross.sum())
     keep &= ~cross
-    del score, cross
+    return query[keep], units[keep], target[keep]
 
-    query, units, target = _rank_order(query[keep], units[keep], target[keep], q_lo, q_hi, sc.n_notes)
+
+def _top_k(
+    query: np.ndarray, units: np.ndarray, target: np.ndarray, q_lo: int, q_hi: int, sc: _Scoring
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each query's `top_k` targets by (score desc, target asc), with their rank (from 1)."""
+    query, units, target = _rank_order(query, units, target, q_lo, q_hi, sc.n_notes)
     starts, lengths = _runs(query)
     rank = np.arange(len(query)) - np.repeat(starts, lengths) + 1
     top = rank <= sc.top_k
-    counts["dropped_top_k"] += int((~top).sum())
-    return pl.DataFrame(
-        {
-            "q": query[top],
-            "t": target[top],
-            "score": _score(units[top], sc.weighting),
-            "rank": rank[top].astype(np.int32),
-            "split": sc.split[query[top]],
-        }
-    )
+    return query[top], units[top], target[top], rank[top]
 
 
 def _score(units: np.ndarray, weighting: str) -> np.ndarray:

@@ -13,6 +13,7 @@ from rich.table import Table
 from i2i.commands._util import Force
 from pipeline.mine import (
     DEFAULT_MAX_EVENTS_PER_USER,
+    DEFAULT_MEMORY_LIMIT,
     WEIGHTINGS,
     MineResult,
     check_pairs_out,
@@ -49,6 +50,10 @@ def command(
         str, typer.Option(help="train,val,test shares of notes (split by note, seeded hash).")
     ] = ("0.9,0.05,0.05"),
     seed: Annotated[int, typer.Option(help="Seed of the note split hash.")] = 0,
+    memory_limit: Annotated[
+        str,
+        typer.Option(help="Peak memory to stay under (e.g. 4GB); pairs are aggregated in partitions to fit."),
+    ] = DEFAULT_MEMORY_LIMIT,
     user_col: Annotated[str, typer.Option(help="User id column.")] = "user_id",
     note_col: Annotated[str, typer.Option(help="Note id column.")] = "note_id",
     ts_col: Annotated[str, typer.Option(help="Timestamp column (timestamp or integer epoch).")] = "ts",
@@ -99,6 +104,7 @@ def command(
             max_events_per_user=max_events_per_user,
             split=split,
             seed=seed,
+            memory_limit=memory_limit,
             progress=progress,
         )
         progress("writing", 0, 1)

@@ -14,7 +14,7 @@ from polars.testing import assert_frame_equal
 
 from core.errors import UserError
 from pipeline.logs import format_duration, parse_duration
-from pipeline.mine import mine_pairs, write_pairs
+from pipeline.mine import mine_pairs, parse_memory, resident_bytes, write_pairs
 from pipeline.splits import assign_splits
 
 T0 = datetime(2024, 1, 1)
@@ -375,3 +375,53 @@ def test_packed_and_polars_rank_orders_agree(
         assert packed.pairs[split].height > 0
         assert_frame_equal(packed.pairs[split], sorted_.pairs[split])
     assert packed.summary["counts"] == sorted_.summary["counts"]
+
+
+def hot_note_logs(tmp_path: Path) -> tuple[Path, list[tuple[str, str, int]]]:
+    """Logs where one note ("hot") is co-viewed with most others by most users."""
+    rng = random.Random("hot")
+    rows = []
+    for u in range(30):
+        rows += [(f"u{u}", "hot", rng.randrange(0, 3600))]
+        rows += [(f"u{u}", f"n{rng.randrange(40):02d}", rng.randrange(0, 3600)) for _ in range(8)]
+    return write_logs(tmp_path, rows), rows
+
+
+@pytest.mark.parametrize("weighting", ["users", "inverse-activity"])
+def test_many_partitions_give_the_same_output_as_one(tmp_path: Path, weighting: str) -> None:
+    path, rows = hot_note_logs(tmp_path)
+    opts = {"split": (0.6, 0.2, 0.2), "window": "30m", "weighting": weighting, "top_k": 3}
+    one = mine_pairs(path, **opts)  # type: ignore[arg-type]
+    many = mine_pairs(path, chunk_rows=20, **opts)  # type: ignore[arg-type]
+    assert one.summary["engine"]["partitions"] == 1
+    # 20 candidate rows per partition: the hot note alone is cut again by target note.
+    assert many.summary["engine"]["partitions"] > one.summary["counts"]["notes"]
+    # A partition exceeds 20 rows only as far as one (query, target) note pair's rows do.
+    assert (
+        many.summary["engine"]["largest_partition_rows"]
+        < 40
+        < one.summary["engine"]["largest_partition_rows"]
+    )
+    for split in ("train", "val", "test"):
+        assert_frame_equal(many.pairs[split], one.pairs[split])
+    assert many.summary["counts"] == one.summary["counts"]
+    everything = mine_pairs(path, chunk_rows=7, **{**opts, "split": (1, 0, 0), "top_k": 5})  # type: ignore[arg-type]
+    assert_frame_equal(everything.pairs["train"], reference(rows, 1800, weighting, 5))
+
+
+def test_memory_limit_sizes_the_partitions_and_refuses_what_cannot_fit(tmp_path: Path) -> None:
+    path, _ = hot_note_logs(tmp_path)
+    result = mine_pairs(path, memory_limit="4GB")
+    assert result.summary["engine"]["memory_limit_bytes"] == 4 * 2**30
+    assert result.summary["engine"]["chunk_rows"] == 8_000_000
+    now = resident_bytes()
+    # Just above what is resident: no room for a partition of the minimum size.
+    with pytest.raises(UserError, match=r"--memory-limit .* raise --memory-limit, or mine on Spark"):
+        mine_pairs(path, memory_limit=now + 2**16)
+    with pytest.raises(UserError, match="too small for 270 log rows"):
+        mine_pairs(path, memory_limit="1MB")
+    assert parse_memory("512MB") == 512 * 2**20
+    assert parse_memory("1.5g") == 3 * 2**29
+    for bad in ("lots", "4 parsecs", "0GB", "-1GB"):
+        with pytest.raises(UserError, match="--memory-limit"):
+            parse_memory(bad)
