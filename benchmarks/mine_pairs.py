@@ -1,21 +1,28 @@
-"""Benchmark `i2i mine-pairs` against the equivalent DuckDB SQL self-join.
+"""Benchmark `i2i mine-pairs` (Polars and Spark engines) against a DuckDB SQL self-join.
 
-    .venv/bin/python benchmarks/mine_pairs.py                 # 1M and 4M events
-    .venv/bin/python benchmarks/mine_pairs.py --sizes 200000  # a quick look
+    .venv/bin/python benchmarks/mine_pairs.py                       # 1M and 4M events
+    .venv/bin/python benchmarks/mine_pairs.py --sizes 200000        # a quick look
+    .venv/bin/python benchmarks/mine_pairs.py --sizes 1000000,10000000,30000000 --engines polars
+    .venv/bin/python benchmarks/mine_pairs.py --engines polars,spark --spark-master 'local[2]'
 
 For each size the script writes logs with `i2i synth` (heavy-tailed users, logs only),
-then runs, each in its own subprocess so that peak memory (ru_maxrss) is its own:
+then runs, each in its own subprocess so that peak memory (ru_maxrss, the process and
+its children, i.e. Spark's JVM) is its own:
 
-- polars: `pipeline.mine.mine_pairs` + `write_pairs` (what `i2i mine-pairs` runs);
+- polars: `pipeline.mine.mine_pairs` + `write_pairs` (what `i2i mine-pairs` runs), under
+  `--memory-limit`;
+- spark: `pipeline.spark_mine.mine_pairs_spark` on `--spark-master` (what
+  `i2i mine-pairs --engine spark` runs);
 - duckdb: one SQL query with the same semantics: distinct (user, note, t) events, a
   self-join on user with 0 <= t_b - t_a <= window and a != b, DISTINCT per (user, query,
   target), inverse-activity weights summed in the same 2^-40 fixed point and rounded to 9
   decimals, the same note split (given to DuckDB as a table, computed outside its timing),
   and row_number() over (score desc, target asc) <= k.
 
-Both use the same thread count (default: all cores) and no per-user cap. The script
-asserts that both produce the same pairs, scores and ranks, then prints wall time, peak
-memory and the ratios. duckdb is a benchmark-only dependency.
+All use the same thread count (default: all cores) and no per-user cap. The script
+asserts that every engine produces the same pairs, scores and ranks as polars, then
+prints wall time, events/s, peak memory and the ratios against polars. duckdb and
+pyspark are benchmark / optional dependencies.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = "7d"
@@ -67,11 +76,28 @@ def write_note_splits(logs: Path, out: Path) -> None:
 # --- engines (each runs in its own subprocess) ------------------------------------
 
 
-def run_polars(logs: Path, out: Path, threads: int) -> None:
+def run_polars(logs: Path, out: Path, threads: int, opts: dict[str, str]) -> None:
     from pipeline.mine import mine_pairs, write_pairs
 
-    result = mine_pairs(logs, window=WINDOW, top_k=TOP_K, split=SPLIT, max_events_per_user=0)
+    result = mine_pairs(
+        logs,
+        window=WINDOW,
+        top_k=TOP_K,
+        split=SPLIT,
+        max_events_per_user=0,
+        memory_limit=opts["memory_limit"],
+    )
     write_pairs(result, out)
+    print(json.dumps({"engine_stats": result.summary["engine"]}))
+
+
+def run_spark(logs: Path, out: Path, threads: int, opts: dict[str, str]) -> None:
+    from pipeline.spark_mine import mine_pairs_spark
+
+    summary = mine_pairs_spark(
+        logs, out, window=WINDOW, top_k=TOP_K, split=SPLIT, max_events_per_user=0, master=opts["spark_master"]
+    )
+    print(json.dumps({"engine_stats": summary["engine"]}))
 
 
 def duckdb_sql(logs: Path, splits: Path, out: Path, window_us: int) -> str:
@@ -110,7 +136,7 @@ def duckdb_sql(logs: Path, splits: Path, out: Path, window_us: int) -> str:
     """
 
 
-def run_duckdb(logs: Path, out: Path, threads: int) -> None:
+def run_duckdb(logs: Path, out: Path, threads: int, opts: dict[str, str]) -> None:
     import duckdb
 
     from pipeline.logs import parse_duration
@@ -122,39 +148,52 @@ def run_duckdb(logs: Path, out: Path, threads: int) -> None:
     con.execute(duckdb_sql(logs, out.parent / "note_split.parquet", out, parse_duration(WINDOW)))
 
 
-def child(engine: str, logs: Path, out: Path, threads: int) -> None:
+ENGINES = {"polars": run_polars, "spark": run_spark, "duckdb": run_duckdb}
+
+
+def child(engine: str, logs: Path, out: Path, threads: int, opts: dict[str, str]) -> None:
     """Run one engine, then print its wall time and peak memory as JSON."""
     t0 = time.perf_counter()
-    {"polars": run_polars, "duckdb": run_duckdb}[engine](logs, out, threads)
+    ENGINES[engine](logs, out, threads, opts)
     seconds = time.perf_counter() - t0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(json.dumps({"engine": engine, "seconds": seconds, "peak_mb": peak_mb}))
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Spark's JVM
+    print(json.dumps({"engine": engine, "seconds": seconds, "peak_mb": max(own, children)}))
 
 
-def measure(engine: str, logs: Path, out: Path, threads: int) -> dict[str, float]:
+def measure(engine: str, logs: Path, out: Path, threads: int, opts: dict[str, str]) -> dict[str, object]:
     env = {**os.environ, "POLARS_MAX_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, __file__, "--child", engine, str(logs), str(out), "--threads", str(threads)]
+    cmd += ["--memory-limit", opts["memory_limit"], "--spark-master", opts["spark_master"]]
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    result = lines[-1]
+    result.update(*[x for x in lines if "engine_stats" in x])
+    return result
 
 
 # --- comparison ----------------------------------------------------------------------
 
 
-def compare(polars_out: Path, duckdb_out: Path) -> int:
-    """Assert both engines wrote the same pairs; return the number of pairs."""
-    import polars as pl
-    from polars.testing import assert_frame_equal
-
+def read_pairs(out: Path) -> pl.DataFrame:
+    """All splits of an engine's output in one frame with a `split` column."""
     from core.contracts import SPLITS
 
-    ours = pl.concat(
+    if (out / "pairs.parquet").exists():  # duckdb
+        return pl.read_parquet(out / "pairs.parquet").with_columns(pl.col("split").cast(pl.Int8))
+    return pl.concat(
         [
-            pl.read_parquet(polars_out / f"{s}.parquet").with_columns(pl.lit(i, pl.Int8).alias("split"))
+            pl.read_parquet(out / f"{s}.parquet").with_columns(pl.lit(i, pl.Int8).alias("split"))
             for i, s in enumerate(SPLITS)
         ]
     )
-    theirs = pl.read_parquet(duckdb_out / "pairs.parquet").with_columns(pl.col("split").cast(pl.Int8))
+
+
+def compare(ours_out: Path, theirs_out: Path) -> int:
+    """Assert both engines wrote the same pairs; return the number of pairs."""
+    from polars.testing import assert_frame_equal
+
+    ours, theirs = read_pairs(ours_out), read_pairs(theirs_out)
     order = ["query_id", "rank"]
     assert_frame_equal(ours.sort(order), theirs.select(ours.columns).sort(order), abs_tol=1e-9)
     return ours.height
@@ -165,46 +204,59 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="1000000,4000000", help="comma-separated event counts")
+    parser.add_argument("--engines", default="polars,duckdb", help="comma-separated: polars, spark, duckdb")
+    parser.add_argument("--memory-limit", default="4GB", help="the polars engine's --memory-limit")
+    parser.add_argument("--spark-master", default="local[2]", help="the spark engine's master URL")
     parser.add_argument("--work", type=Path, default=ROOT / "bench_out" / "mine_pairs")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--child", nargs=3, metavar=("ENGINE", "LOGS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    opts = {"memory_limit": args.memory_limit, "spark_master": args.spark_master}
     if args.child:
         engine, logs, out = args.child
-        child(engine, Path(logs), Path(out), args.threads)
+        child(engine, Path(logs), Path(out), args.threads, opts)
         return
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if "polars" not in engines or any(e not in ENGINES for e in engines):
+        parser.error(f"--engines must include polars (the reference) and name only {', '.join(ENGINES)}")
+    engines = ["polars"] + [e for e in engines if e != "polars"]
 
     rows = []
     for events in (int(s) for s in args.sizes.split(",")):
         folder = args.work / f"{events}"
         logs = make_logs(folder / "platform", events)
-        write_note_splits(logs, folder / "note_split.parquet")
+        if "duckdb" in engines:
+            write_note_splits(logs, folder / "note_split.parquet")
         result = {}
-        for engine in ("polars", "duckdb"):
-            result[engine] = measure(engine, logs, folder / f"out_{engine}", args.threads)
+        for engine in engines:
+            result[engine] = r = measure(engine, logs, folder / f"out_{engine}", args.threads, opts)
             print(
-                f"{events:>10,} events  {engine:<7} {result[engine]['seconds']:7.2f} s  "
-                f"{result[engine]['peak_mb']:8.0f} MB",
+                f"{events:>11,} events  {engine:<7} {r['seconds']:8.2f} s  "
+                f"{events / r['seconds']:>10,.0f} ev/s  "
+                f"{r['peak_mb']:8.0f} MB  {json.dumps(r.get('engine_stats', {}))}",
                 flush=True,
             )
-        pairs = compare(folder / "out_polars", folder / "out_duckdb")
-        rows.append((events, pairs, result))
+        pairs = 0
+        for engine in engines[1:]:
+            pairs = compare(folder / "out_polars", folder / f"out_{engine}")
+        rows.append((events, pairs or read_pairs(folder / "out_polars").height, result))
 
     print(
-        f"\nmine-pairs vs DuckDB self-join (window {WINDOW}, inverse-activity, top-{TOP_K}, "
-        f"split {SPLIT}, no cap, {args.threads} threads each); outputs identical"
+        f"\nmine-pairs engines (window {WINDOW}, inverse-activity, top-{TOP_K}, split {SPLIT}, no cap, "
+        f"{args.threads} threads each, polars --memory-limit {args.memory_limit}"
+        + (f", spark {args.spark_master}" if "spark" in engines else "")
+        + "); outputs identical"
     )
-    print(
-        f"{'events':>10} {'pairs':>9} | {'polars s':>8} {'duckdb s':>8} {'speedup':>7} | "
-        f"{'polars MB':>9} {'duckdb MB':>9} {'mem ratio':>9}"
-    )
+    head = f"{'events':>11} {'pairs':>10} |"
+    for e in engines:
+        head += f" {e + ' s':>9} {e[:6] + ' ev/s':>12} {e[:6] + ' MB':>9} |"
+    print(head + " " + " ".join(f"{e + '/polars':>13}" for e in engines[1:]))
     for events, pairs, r in rows:
-        p, d = r["polars"], r["duckdb"]
-        print(
-            f"{events:>10,} {pairs:>9,} | {p['seconds']:8.2f} {d['seconds']:8.2f} "
-            f"{d['seconds'] / p['seconds']:6.2f}x | {p['peak_mb']:9.0f} {d['peak_mb']:9.0f} "
-            f"{p['peak_mb'] / d['peak_mb']:8.2f}x"
-        )
+        line = f"{events:>11,} {pairs:>10,} |"
+        for e in engines:
+            line += f" {r[e]['seconds']:9.2f} {events / r[e]['seconds']:12,.0f} {r[e]['peak_mb']:9.0f} |"
+        ratios = [f"{r[e]['seconds'] / r['polars']['seconds']:12.2f}x" for e in engines[1:]]
+        print(line + " " + " ".join(ratios))
 
 
 if __name__ == "__main__":
