@@ -4,7 +4,9 @@ Picklable (a tokenizer and a config), so DataLoader workers can run it. Output:
 
     input_ids      (batch, seq)  long, padded on the tokenizer's side
     attention_mask (batch, seq)  long, 1 = real token
-    pixel_values   (batch, 3, H, W) float, only for image variants
+    pixel_values   (batch, 3, H, W) float, only for image variants, or instead
+    vision_features (batch, 1 + T, width) float: the frozen encoder's [cls; tokens] per
+                   note, precomputed by `train.vision_cache.VisionFeatureCache`
 
 For training, pass the 2N notes of a batch of N pairs as `[q_1..q_N, d_1..d_N]` (see
 `train.loss`).
@@ -46,5 +48,7 @@ class NoteCollator:
                 )
             if pixel_values.shape[0] != len(notes):
                 raise ValueError(f"{len(notes)} notes but {pixel_values.shape[0]} images in pixel_values")
-            batch["pixel_values"] = pixel_values
+            # rows of 3-D images are pixels; rows of 2-D (1 + T, width) are cached features
+            key = "vision_features" if pixel_values.dim() == 3 else "pixel_values"
+            batch[key] = pixel_values
         return batch

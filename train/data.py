@@ -92,6 +92,11 @@ def load_pairs(notes: pl.DataFrame, pairs_path: Path, note_list: list[Note] | No
     )
 
 
+# What datasets call to get a note's image: pixels (3, H, W) from `NoteImageLoader`, or the
+# frozen encoder's cached features (1 + T, width) from `train.vision_cache`; None for text-only.
+ImageLoader = Callable[[Note], "tuple[torch.Tensor | None, ImageStatus]"]
+
+
 class NoteImageLoader:
     """Note -> (pixels (3, H, W) or None, ImageStatus). Runs inside DataLoader workers."""
 
@@ -111,7 +116,7 @@ class NoteImageLoader:
 class PairDataset(Dataset):
     """Pair index -> (query note, target note, query pixels, target pixels, statuses)."""
 
-    def __init__(self, split: PairSplit, images: NoteImageLoader) -> None:
+    def __init__(self, split: PairSplit, images: ImageLoader) -> None:
         self.split = split
         self.images = images
 
@@ -129,7 +134,7 @@ class PairDataset(Dataset):
 class NoteDataset(Dataset):
     """Index -> (note, pixels, status) over a list of notes (for embedding in validation)."""
 
-    def __init__(self, notes: Sequence[Note], images: NoteImageLoader) -> None:
+    def __init__(self, notes: Sequence[Note], images: ImageLoader) -> None:
         self.notes = notes
         self.images = images
 

@@ -46,10 +46,18 @@ from train.checkpoint import (
     load_trainer_state,
     save_trainer_checkpoint,
 )
-from train.data import NoteImageLoader, PairBatchSampler, PairCollate, PairDataset
+from train.data import ImageLoader, NoteImageLoader, PairBatchSampler, PairCollate, PairDataset
 from train.distributed import DistEnv, all_reduce_sum, barrier, init_distributed, teardown
 from train.model import NoteLLM2, build_model
-from train.run_data import epoch_loader, image_root, load_splits, split_counts, split_line
+from train.run_data import (
+    epoch_loader,
+    image_root,
+    load_splits,
+    run_notes,
+    split_counts,
+    split_line,
+    vision_cache,
+)
 from train.run_dir import TrainResult
 from train.schedule import lr_at, warmup_steps_for
 from train.step import StepOutput, autocast_for, make_optimizer, train_step
@@ -74,7 +82,7 @@ class _Run:
     ddp_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     autocast: contextlib.AbstractContextManager
-    images: NoteImageLoader
+    images: ImageLoader
     val: ValSet | None
     console: Console
 
@@ -141,6 +149,8 @@ def _train(
         model.enable_gradient_checkpointing()
     model.to(env.device).train()
     images = NoteImageLoader(image_root(cfg), model.vision.transform if model.vision is not None else None)
+    if cfg.cache_vision and model.vision is not None:
+        images = vision_cache(model.vision, images, run_notes(train_split, val_split), cfg, env, console)
 
     sampler = PairBatchSampler(
         train_split, cfg.pairs_per_step, cfg.seed, env.rank, env.world_size, cfg.unique_notes_in_batch

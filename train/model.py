@@ -182,11 +182,7 @@ class NoteLLM2(nn.Module):
         embeds = self.llm.get_input_embeddings()(ids)  # (B, L, H)
         cls = None
         if self.vision is not None:
-            if "pixel_values" not in batch:
-                raise ValueError(f"variant {self.config.variant!r} needs batch['pixel_values']")
-            pixels = batch["pixel_values"].to(device)
-            with torch.no_grad():  # frozen encoder: no graph, no activations kept
-                cls, tokens = self.vision(pixels.to(next(self.vision.parameters()).dtype))
+            cls, tokens = self.encode_image(batch)
             visual = self.connector(cls, tokens)  # (B, Q, H)
             embeds, mask, ids = splice_visual_tokens(embeds, mask, ids, visual, self.img_id)
         hidden = self.llm(
@@ -203,6 +199,20 @@ class NoteLLM2(nn.Module):
             if hv is not None:
                 hv, _ = self.fusion(hv, v)
         return NoteEmbeddings(self._finish(h), None if hv is None else self._finish(hv), gate)
+
+    def encode_image(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen encoder's (cls (B, width), tokens (B, T, width)): from the batch's
+        cached `vision_features` (B, 1 + T, width) when present, else from `pixel_values`."""
+        dtype = next(self.vision.parameters()).dtype
+        if "vision_features" in batch:
+            feats = batch["vision_features"].to(self.device, dtype)
+            return feats[:, 0], feats[:, 1:]
+        if "pixel_values" not in batch:
+            raise ValueError(
+                f"variant {self.config.variant!r} needs batch['pixel_values'] or ['vision_features']"
+            )
+        with torch.no_grad():  # frozen encoder: no graph, no activations kept
+            return self.vision(batch["pixel_values"].to(self.device, dtype))
 
     def _finish(self, h: torch.Tensor) -> torch.Tensor:
         """Head (optional) then L2 normalisation; float32 out. (B, H) -> (B, dim)"""

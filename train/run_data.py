@@ -3,16 +3,29 @@ one DataLoader per epoch that can start mid-epoch (resume)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.progress import Progress
 from torch.utils.data import DataLoader
 
-from core.contracts import notes_to_dicts, read_notes
+from core.contracts import Note, notes_to_dicts, read_notes
 from core.errors import UserError
-from train.data import PairBatchSampler, PairCollate, PairDataset, PairSplit, load_pairs
+from train.data import (
+    ImageLoader,
+    NoteImageLoader,
+    PairBatchSampler,
+    PairCollate,
+    PairDataset,
+    PairSplit,
+    load_pairs,
+)
 from train.distributed import DistEnv
 from train.train_config import TrainConfig
+from train.vision import VisionEncoder
+from train.vision_cache import VisionFeatureCache
 
 
 def load_splits(cfg: TrainConfig) -> tuple[PairSplit, PairSplit | None]:
@@ -90,3 +103,43 @@ def split_counts(train_split: PairSplit, val_split: PairSplit | None) -> dict[st
     if val_split is not None:
         out |= {"val_pairs": len(val_split), "val_pairs_dropped_missing_note": val_split.dropped_missing_note}
     return out
+
+
+def run_notes(train_split: PairSplit, val_split: PairSplit | None) -> list[Note]:
+    """Every note a run reads: the train split's, then the val split's (repeats allowed)."""
+    notes = [train_split.notes[i] for i in train_split.note_indices()]
+    if val_split is not None:
+        notes += [val_split.notes[i] for i in val_split.note_indices()]
+    return notes
+
+
+def vision_cache(
+    vision: VisionEncoder,
+    images: NoteImageLoader,
+    notes: list[Note],
+    cfg: TrainConfig,
+    env: DistEnv,
+    console: Console,
+) -> ImageLoader:
+    """Encode every run note's image once (train.vision_cache) and return the cache, or
+    `images` unchanged when the cache would not fit `cfg.vision_cache_max_gb`."""
+    need = VisionFeatureCache.bytes_needed(vision, len(notes), env.device)
+    if need > cfg.vision_cache_max_gb * 2**30:
+        if env.is_main:
+            console.print(
+                f"vision cache off: {len(notes)} notes need {need / 2**30:.1f} GiB > "
+                f"vision_cache_max_gb {cfg.vision_cache_max_gb}; encoding images at every step"
+            )
+        return images
+    t0 = time.perf_counter()
+    with Progress(console=console, disable=not env.is_main, transient=True) as progress:
+        task = progress.add_task("vision cache", total=len(notes))
+        cache = VisionFeatureCache.build(
+            vision, notes, images, env.device, on_batch=lambda n: progress.advance(task, n)
+        )
+    if env.is_main:
+        console.print(
+            f"vision cache: {len(cache)} notes encoded once in {time.perf_counter() - t0:.1f} s "
+            f"({need / 2**20:.0f} MiB)"
+        )
+    return cache

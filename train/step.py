@@ -133,8 +133,9 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
 def llm_tokens(batch: Batch, num_query_tokens: int) -> int:
     """Tokens the LLM reads: text tokens plus `num_query_tokens - 1` visual ones per image note."""
     text = int(batch["attention_mask"].sum())
-    if "pixel_values" in batch:
-        text += batch["pixel_values"].shape[0] * (num_query_tokens - 1)
+    for key in ("pixel_values", "vision_features"):  # pixels, or the cached encoder output
+        if key in batch:
+            text += batch[key].shape[0] * (num_query_tokens - 1)
     return text
 
 

@@ -73,6 +73,11 @@ class TrainConfig:
     unique_notes_in_batch: bool = True  # keep a note from appearing twice in one global batch
     llm_train: str = "full"  # full | frozen | lora
     gradient_checkpointing: bool = False  # recompute LLM activations in backward (less memory)
+    # Encode each note's image once with the frozen vision encoder before the first step
+    # (train.vision_cache), instead of both images of every pair at every step. Same
+    # numbers; skipped with a message when the cache would exceed `vision_cache_max_gb`.
+    cache_vision: bool = True
+    vision_cache_max_gb: float = 4.0
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"  # auto | cuda | cpu
     seed: int = 0

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from core import metrics
 from core.contracts import Note
-from train.data import NoteCollate, NoteDataset, NoteImageLoader, PairSplit
+from train.data import ImageLoader, NoteCollate, NoteDataset, PairSplit
 from train.distributed import DistEnv, all_gather_rows
 from train.loss import notellm2_loss
 from train.model import NoteEmbeddings, NoteLLM2
@@ -76,7 +76,7 @@ def build_val_set(split: PairSplit, max_queries: int | None = None) -> ValSet:
 def embed_notes(
     notes: Sequence[Note],
     embed: EmbedFn,
-    images: NoteImageLoader,
+    images: ImageLoader,
     note_collator: Callable[..., dict[str, torch.Tensor]],
     env: DistEnv,
     batch_size: int,
@@ -111,7 +111,7 @@ def validate(
     val: ValSet,
     embed: EmbedFn,
     loss_fn: LossFn,
-    images: NoteImageLoader,
+    images: ImageLoader,
     note_collator: Callable[..., dict[str, torch.Tensor]],
     env: DistEnv,
     ks: Sequence[int],
