@@ -299,7 +299,9 @@ def _train(cfg: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any
     )
     from i2i.commands.train import summary_table
 
-    resume = (paths.run / "last").is_dir()
+    # A run with config.json continues from last/, or starts over if it was killed
+    # before its first checkpoint (train.run_dir.starts_from_checkpoint).
+    resume = (paths.run / "config.json").exists()
     res = train(tc, console, resume=resume)
     console.print(summary_table(res))
     return {"steps": res.steps, "checkpoint": str(_checkpoint(paths.run)), "best": res.best}

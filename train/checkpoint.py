@@ -19,8 +19,16 @@ A training run's `last/` is such a checkpoint plus the trainer state (`TrainerSt
     last/trainer_state.pt    optimizer state and every rank's torch RNG states
                              (tensors only, loaded with `weights_only=True`)
 
-Both are written inside the same atomic directory as the weights, so a kill can never
-pair new weights with an old optimizer.
+Both are written inside the same directory as the weights, so a kill can never pair
+new weights with an old optimizer. A run's checkpoint directories are replaced in three
+renames that a kill can interrupt anywhere (`replace_run_checkpoint`):
+
+    build <run>/.last.XXXX.tmp   then rename it to <run>/.last.new   (complete from here on)
+    rename last -> .last.old     rename .last.new -> last            delete .last.old
+
+and `recover_run_checkpoints` (run when training starts) finishes an interrupted swap:
+a `.last.new` is complete by construction, so it becomes `last/`; with no `.last.new`, a
+`.last.old` whose `last/` is missing is put back.
 """
 
 from __future__ import annotations
@@ -28,7 +36,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +252,49 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
 
 
+def replace_run_checkpoint(directory: Path, write: Callable[[Path], None]) -> None:
+    """Replace `directory` (a run's last/ or best/) with what `write(path)` creates at
+    `path`; a kill at any moment leaves a state `recover_run_checkpoints` completes."""
+    new, old = _side(directory, "new"), _side(directory, "old")
+    build = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        write(build / "ckpt")
+        shutil.rmtree(new, ignore_errors=True)  # a stale one (recovery ran before this)
+        os.replace(build / "ckpt", new)  # from here on, `new` is complete
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(new, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_run_checkpoints(run_dir: Path) -> list[str]:
+    """Finish checkpoint swaps a kill interrupted in `run_dir`; returns what was done."""
+    done = []
+    for name in ("last", "best"):
+        directory = run_dir / name
+        new, old = _side(directory, "new"), _side(directory, "old")
+        for build in run_dir.glob(f".{name}.*.tmp"):  # a build the kill cut short
+            shutil.rmtree(build, ignore_errors=True)
+        if new.is_dir():
+            if directory.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(directory, old)
+            os.replace(new, directory)
+            done.append(f"{name}/ taken from the complete {new.name} an interrupted save left")
+        elif old.is_dir() and not directory.exists():
+            os.replace(old, directory)
+            done.append(f"{name}/ put back from {old.name}")
+        shutil.rmtree(old, ignore_errors=True)
+    return done
+
+
+def _side(directory: Path, role: str) -> Path:
+    return directory.parent / f".{directory.name}.{role}"
+
+
 def save_trainer_checkpoint(
     run_dir: Path,
     model: NoteLLM2,
@@ -255,18 +310,21 @@ def save_trainer_checkpoint(
         state = dataclasses.replace(
             state, rng_numpy=[r["numpy"] for r in rngs], rng_python=[r["python"] for r in rngs]
         )
-        with atomic_path(run_dir / "last") as tmp:
-            save_checkpoint(model, tmp, extra={"step": state.step})
-            tensors = {
-                "optimizer": optimizer.state_dict(),
-                "rng_torch": [r["torch"] for r in rngs],
-                "rng_cuda": [r["cuda"] for r in rngs],
-            }
-            torch.save(tensors, tmp / STATE_PT)
-            (tmp / STATE_JSON).write_text(json.dumps(dataclasses.asdict(state)))
+        tensors = {
+            "optimizer": optimizer.state_dict(),
+            "rng_torch": [r["torch"] for r in rngs],
+            "rng_cuda": [r["cuda"] for r in rngs],
+        }
+
+        def write_last(path: Path) -> None:
+            save_checkpoint(model, path, extra={"step": state.step})
+            torch.save(tensors, path / STATE_PT)
+            (path / STATE_JSON).write_text(json.dumps(dataclasses.asdict(state)))
+
+        replace_run_checkpoint(run_dir / "last", write_last)
         if best_metric is not None:
-            with atomic_path(run_dir / "best") as tmp:
-                save_checkpoint(model, tmp, extra={"step": state.step, "metric": best_metric})
+            extra = {"step": state.step, "metric": best_metric}
+            replace_run_checkpoint(run_dir / "best", lambda path: save_checkpoint(model, path, extra=extra))
     barrier(env)
 
 

@@ -44,6 +44,7 @@ from train.checkpoint import (
     TrainerState,
     load_checkpoint,
     load_trainer_state,
+    recover_run_checkpoints,
     save_trainer_checkpoint,
 )
 from train.data import ImageLoader, NoteImageLoader, PairBatchSampler, PairCollate, PairDataset
@@ -121,17 +122,34 @@ def train(
     """Train a NoteLLM-2 model as `cfg` says; `resume` continues the run in `cfg.out`."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers fork after the tokenizer ran
     env = init_distributed(cfg.device)
+    console = console or Console()
+    run_dir = Path(cfg.out)
     try:
-        return _train(cfg, env, console or Console(), resume, on_step)
+        if resume and not run_dir.is_dir():
+            raise UserError(
+                f"nothing to resume in {run_dir}: no such directory; drop --resume to start a new run"
+            )
+        # Rank 0 holds the run directory's lock for the whole run; other ranks follow it.
+        with files.locked(run_dir) if env.is_main else contextlib.nullcontext():
+            if env.is_main:
+                for line in recover_run_checkpoints(run_dir):
+                    console.print(f"{run_dir}: {line}", soft_wrap=True)
+            barrier(env)  # every rank sees the recovered run dir
+            return _train(cfg, env, console, resume, on_step)
     finally:
         teardown(env)
 
 
 def _train(
-    cfg: TrainConfig, env: DistEnv, console: Console, resume: bool, on_step: StepHook | None
+    cfg: TrainConfig, env: DistEnv, console: Console, resume_flag: bool, on_step: StepHook | None
 ) -> TrainResult:
     run_dir = Path(cfg.out)
-    files.check_run_dir(run_dir, resume)
+    resume = files.starts_from_checkpoint(run_dir, resume_flag)
+    changes = files.check_resume_config(run_dir, cfg) if resume else []
+    if resume_flag and not resume and env.is_main:
+        console.print(
+            f"{run_dir} has no checkpoint yet (killed before step {cfg.val_every}?): starting it over"
+        )
     barrier(env)  # every rank has checked the run dir before rank 0 writes into it
     seed_everything(cfg.seed)  # same on every rank: identical initial weights
 
@@ -179,6 +197,9 @@ def _train(
         state = load_trainer_state(run_dir / "last", optimizer, env, expected=state)
         if env.is_main:
             files.truncate_metrics(run_dir, state.step)
+            if changes:  # settings a resume may change, recorded for the next one
+                files.write_config(run_dir, cfg)
+                console.print("changed on resume: " + "; ".join(changes), soft_wrap=True)
             # soft_wrap: a path is never broken across lines
             console.print(f"resuming {run_dir} at step {state.step} of {total_steps}", soft_wrap=True)
     elif env.is_main:

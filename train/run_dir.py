@@ -5,13 +5,18 @@
     last/            latest checkpoint + trainer state (train.checkpoint)
     best/            checkpoint with the best `cfg.best_metric` on val
     summary.json     counts, final and best validation metrics (`TrainResult`)
+    .lock            held by the training process (`locked`): one run per directory
 
 Only rank 0 writes; every function here is a no-op on the other ranks where it says so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +24,10 @@ from typing import Any
 from core.errors import UserError
 from core.io import atomic_path, write_json_atomic
 from train.checkpoint import STATE_JSON
-from train.train_config import TrainConfig
+from train.train_config import RESUME_CHANGEABLE, TrainConfig, read_config_file
 
 CONFIG = "config.json"
+LOCK = ".lock"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 
@@ -52,23 +58,86 @@ class TrainResult:
         }
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """A new run needs a fresh directory; a resumed one needs its last/ checkpoint."""
-    has_run = (run_dir / CONFIG).exists()
-    if resume and not (run_dir / "last" / STATE_JSON).exists():
-        raise UserError(
-            f"nothing to resume in {run_dir}: no last/ checkpoint; drop --resume to start a new run"
-        )
-    if not resume and has_run:
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir/.lock` (an exclusive `flock`, released by the OS when the process
+    ends, even on kill -9) for the block; a second holder gets a `UserError` naming the
+    first one's pid."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise UserError(
+                f"{run_dir} is in use by another training process (pid {holder}); "
+                "wait for it to end or choose another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+
+
+def starts_from_checkpoint(run_dir: Path, resume: bool) -> bool:
+    """Whether the run continues from last/ (else it starts at step 0).
+
+    A run killed before its first checkpoint (config.json but no last/) has nothing to
+    continue: it starts over, with or without `resume`. A run with a checkpoint needs
+    `resume`; `resume` with no run at all is a mistake.
+    """
+    has_checkpoint = (run_dir / "last" / STATE_JSON).exists()
+    if resume and not has_checkpoint and not (run_dir / CONFIG).exists():
+        raise UserError(f"nothing to resume in {run_dir}: no run there; drop --resume to start a new run")
+    if not resume and has_checkpoint:
         raise UserError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
         )
+    return has_checkpoint
+
+
+def check_resume_config(run_dir: Path, cfg: TrainConfig) -> list[str]:
+    """Compare `cfg` with the run's config.json: a changed setting in
+    `RESUME_CHANGEABLE` is allowed (returned as "name: old -> new" lines); any other is
+    a `UserError` naming both values."""
+    saved = TrainConfig.from_dict(read_config_file(run_dir / CONFIG)).to_dict()
+    now = config_record(cfg)
+    changed = []
+    for key in sorted(set(saved) | set(now)):
+        if key == "model":
+            for mkey in sorted(set(saved["model"]) | set(now["model"])):
+                was, new = saved["model"].get(mkey), now["model"].get(mkey)
+                if was != new:
+                    raise _cannot_change(f"model.{mkey}", was, new)
+        elif saved.get(key) != now.get(key):
+            if key not in RESUME_CHANGEABLE:
+                raise _cannot_change(key, saved.get(key), now.get(key))
+            changed.append(f"{key}: {saved.get(key)} -> {now.get(key)}")
+    return changed
+
+
+def _cannot_change(key: str, was: Any, new: Any) -> UserError:
+    return UserError(
+        f"cannot change {key} on resume: the run has {was!r}, this command {new!r}; "
+        f"drop the setting to continue the run, or start a new run with another --out"
+    )
+
+
+def config_record(cfg: TrainConfig) -> dict[str, Any]:
+    """The config.json record: `cfg` with absolute data paths, so `i2i eval RUN` and
+    `--resume` work from any directory."""
+    resolved = {k: str(Path(v).resolve()) for k in ("notes", "images", "pairs") if (v := getattr(cfg, k))}
+    return {**cfg.to_dict(), **resolved}
 
 
 def write_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """config.json, with absolute data paths so `i2i eval RUN` and `--resume` work from anywhere."""
-    resolved = {k: str(Path(v).resolve()) for k in ("notes", "images", "pairs") if (v := getattr(cfg, k))}
-    write_json_atomic(run_dir / CONFIG, {**cfg.to_dict(), **resolved})
+    write_json_atomic(run_dir / CONFIG, config_record(cfg))
 
 
 def log_record(run_dir: Path, record: dict[str, Any]) -> None:

@@ -42,6 +42,24 @@ PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
 
 
+# Settings a resumed run may change (recorded in config.json); any other must match the run.
+RESUME_CHANGEABLE = frozenset(
+    {
+        "out",
+        "epochs",
+        "max_steps",
+        "val_every",
+        "val_at_start",
+        "val_batch_size",
+        "log_every",
+        "num_workers",
+        "device",
+        "precision",
+        "gradient_checkpointing",
+    }
+)
+
+
 @dataclass
 class TrainConfig:
     """Data, run directory and optimisation. Defaults follow the paper where it says."""

@@ -3,6 +3,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import polars as pl
+import pytest
 from rich.console import Console
 
 from i2i.demo import DemoConfig, run_demo
@@ -104,3 +105,25 @@ def test_demo_unknown_data_is_a_user_error_and_writes_nothing(tmp_path: Path) ->
     assert result.exit_code == 2
     assert "--data 'movies' is not known; expected one of synth, emoji" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_killed_during_training_continues(tmp_path: Path, monkeypatch) -> None:
+    """A demo killed before the first checkpoint leaves run/config.json without last/."""
+    import train.loop
+
+    class Killed(RuntimeError):
+        pass
+
+    def kill_at_step_1(step: int, record: dict) -> None:
+        if step == 1:
+            raise Killed
+
+    real_train = train.loop.train
+    monkeypatch.setattr(train.loop, "train", lambda *a, **k: real_train(*a, **k, on_step=kill_at_step_1))
+    out = tmp_path / "demo"
+    with pytest.raises(Killed):
+        run_demo(_tiny(out), Console(quiet=True))
+    assert (out / "run" / "config.json").exists() and not (out / "run" / "last").exists()
+    monkeypatch.setattr(train.loop, "train", real_train)
+    summary = run_demo(_tiny(out), Console(quiet=True))
+    assert summary["train"]["steps"] == 3 and (out / "run" / "last").is_dir()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +89,37 @@ def test_user_errors_exit_2_with_one_line(synth_platform: Path, tmp_path: Path) 
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from train.run_dir import locked
+with locked(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_second_train_on_one_out_fails_naming_the_holder(
+    synth_platform: Path, synth_pairs: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(run)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        notes = str(synth_platform / "notes.parquet")
+        args = ["train", "--out", str(run), "--notes", notes, "--pairs", str(synth_pairs), "--device", "cpu"]
+        proc = subprocess.run(
+            [sys.executable, "-m", "i2i.cli", *args], env=env, capture_output=True, text=True
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2, proc.stderr
+    assert f"(pid {holder.pid})" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
