@@ -28,7 +28,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ from train.run_data import (
 )
 from train.run_dir import TrainResult
 from train.schedule import lr_at, warmup_steps_for
-from train.step import StepOutput, autocast_for, make_optimizer, train_step
+from train.step import StepWindow, autocast_for, make_optimizer, train_step
 from train.train_config import TrainConfig
 from train.validation import ValSet, build_val_set, is_better, model_embed_fn, model_loss_fn, validate
 
@@ -90,27 +90,6 @@ class _Run:
     def say(self, text: str) -> None:
         if self.env.is_main:
             self.console.print(text)
-
-
-@dataclass
-class _Window:
-    """Training since the last train log line (summed on the device, read when logging)."""
-
-    t0: float = field(default_factory=time.perf_counter)
-    steps: int = 0
-    tokens: int = 0
-    loss: torch.Tensor | float = 0.0
-    stats: dict[str, torch.Tensor] = field(default_factory=dict)
-    grad_norm: torch.Tensor | float = 0.0  # the last step's
-
-    def add(self, out: StepOutput) -> None:
-        self.steps += 1
-        self.tokens += out.tokens
-        self.loss = self.loss + out.loss
-        for key in ("loss_multimodal", "loss_visual", "gate"):
-            if key in out.stats:
-                self.stats[key] = self.stats.get(key, 0) + out.stats[key]
-        self.grad_norm = out.grad_norm
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -231,7 +210,7 @@ def _train(
     local_counts = dict.fromkeys(COUNTERS, 0)  # this rank's images since this process started
     pairs_per_opt_step = cfg.pairs_per_step * env.world_size * cfg.grad_accum
     collate = PairCollate(model.collator)
-    window = _Window()
+    window = StepWindow()
     data_iter: Iterator | None = None
     start_step = state.step
     record: dict[str, float] = {}
@@ -259,12 +238,12 @@ def _train(
             done = step + 1
 
             if done % cfg.log_every == 0 or done == total_steps:
-                record = _train_record(window, epoch, lr, model, pairs_per_opt_step, env)
+                record = window.record(epoch, lr, model, pairs_per_opt_step, env)
                 if env.is_main:
                     files.log_record(run_dir, {"step": done, "split": "train", **record})
                 status = f"loss {record['loss']:.4f}  lr {lr:.2e}  {record['pairs_per_s']:.1f} pairs/s"
                 progress.update(task, status=status)
-                window = _Window()
+                window = StepWindow()
             progress.update(task, completed=done)
 
             if done % cfg.val_every == 0 or done == total_steps:
@@ -350,31 +329,6 @@ def seed_everything(seed: int) -> None:
 
 
 # --- logging ------------------------------------------------------------------------------
-
-
-def _train_record(
-    window: _Window, epoch: int, lr: float, model: NoteLLM2, pairs_per_opt_step: int, env: DistEnv
-) -> dict[str, float]:
-    """Mean loss (and loss statistics) over the window and over ranks, throughput since the
-    last record. The one place the step's tensors are read."""
-    keys = sorted(window.stats)
-    sums = all_reduce_sum(
-        [float(window.loss), float(window.tokens), *(float(window.stats[k]) for k in keys)], env
-    )
-    loss_sum, tokens, stat_sums = sums[0], sums[1], sums[2:]
-    seconds = max(time.perf_counter() - window.t0, 1e-9)
-    steps = max(window.steps, 1)
-    record = {
-        "epoch": float(epoch),
-        "loss": loss_sum / steps / env.world_size,
-        "lr": lr,
-        "grad_norm": float(window.grad_norm),
-        "logit_scale": float(model.logit_scale.detach()),
-        "pairs_per_s": steps * pairs_per_opt_step / seconds,
-        "tokens_per_s": tokens / seconds,
-    }
-    record.update({k: v / steps / env.world_size for k, v in zip(keys, stat_sums, strict=True)})
-    return record
 
 
 def _progress(console: Console, env: DistEnv) -> Progress:

@@ -17,12 +17,14 @@ Under DDP the gradients are all-reduced only on the last micro-batch.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 
 from core.errors import UserError
+from train.distributed import DistEnv, all_reduce_sum
 from train.loss import notellm2_loss
 from train.model import NoteEmbeddings, NoteLLM2
 from train.train_config import TrainConfig
@@ -146,3 +148,48 @@ def clip_grad_norm(model: NoteLLM2, clip: float | None) -> torch.Tensor:
         return torch.zeros(())
     max_norm = clip if clip else float("inf")
     return torch.nn.utils.clip_grad_norm_(params, max_norm).detach()
+
+
+@dataclass
+class StepWindow:
+    """Steps since the last train log line: summed on the device, read once by `record`."""
+
+    t0: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    tokens: int = 0
+    loss: torch.Tensor | float = 0.0
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    grad_norm: torch.Tensor | float = 0.0  # the last step's
+
+    def add(self, out: StepOutput) -> None:
+        self.steps += 1
+        self.tokens += out.tokens
+        self.loss = self.loss + out.loss
+        for key in ("loss_multimodal", "loss_visual", "gate"):
+            if key in out.stats:
+                self.stats[key] = self.stats.get(key, 0) + out.stats[key]
+        self.grad_norm = out.grad_norm
+
+    def record(
+        self, epoch: int, lr: float, model: NoteLLM2, pairs_per_opt_step: int, env: DistEnv
+    ) -> dict[str, float]:
+        """Mean loss (and loss statistics) over the window and over ranks, throughput since the
+        last record. The one place the step's tensors are read."""
+        keys = sorted(self.stats)
+        sums = all_reduce_sum(
+            [float(self.loss), float(self.tokens), *(float(self.stats[k]) for k in keys)], env
+        )
+        loss_sum, tokens, stat_sums = sums[0], sums[1], sums[2:]
+        seconds = max(time.perf_counter() - self.t0, 1e-9)
+        steps = max(self.steps, 1)
+        record = {
+            "epoch": float(epoch),
+            "loss": loss_sum / steps / env.world_size,
+            "lr": lr,
+            "grad_norm": float(self.grad_norm),
+            "logit_scale": float(model.logit_scale.detach()),
+            "pairs_per_s": steps * pairs_per_opt_step / seconds,
+            "tokens_per_s": tokens / seconds,
+        }
+        record.update({k: v / steps / env.world_size for k, v in zip(keys, stat_sums, strict=True)})
+        return record

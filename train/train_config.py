@@ -56,6 +56,8 @@ RESUME_CHANGEABLE = frozenset(
         "device",
         "precision",
         "gradient_checkpointing",
+        "cache_vision",
+        "vision_cache_max_gb",
     }
 )
 
