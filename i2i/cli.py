@@ -1,14 +1,24 @@
 """The `i2i` command line: a thin layer that parses arguments and calls one library
 function per command. Each command lives in `i2i/commands/<name>.py`.
 
-User mistakes raise `core.errors.UserError`; `main` prints them as one red line and exits
-with code 2 (no traceback).
+Three kinds of failure, three behaviours, the same under the console script and under
+typer's `CliRunner`:
+
+- a usage error (no command, an unknown one, a missing argument, a value out of range)
+  is printed by click as usual (usage line + message) with exit code 2;
+- a user mistake (`core.errors.UserError`) is one red line, exit code 2;
+- an operating-system problem with a path (`OSError`: read-only output, a path under a
+  file, a full disk) is one red line naming the path, exit code 2.
+
+No traceback in any of these cases (`I2I_DEBUG=1` shows it for an OSError). Importing
+this module is cheap: the command modules import heavy libraries (torch, polars) only
+inside the commands that need them, so `i2i related` and `--help` start fast.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,56 +37,56 @@ app = typer.Typer(
 )
 
 
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a `UserError` into one red line and exit code 2, also under `CliRunner`.
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError: what failed, on which path(s), and the system's reason."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(str(p) for p in paths)
+    return f"{where}: {reason}" if where else reason
 
-    (`CliRunner` invokes `app` directly, bypassing `main`.)
-    """
+
+def print_error(message: str) -> None:
+    """The one red line every failure a user can act on ends with."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a `UserError` or an `OSError` into one red line and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            print_error(str(exc))
+            raise typer.Exit(code=2) from None
+        except OSError as exc:
+            if os.environ.get("I2I_DEBUG"):
+                raise
+            print_error(os_error_message(exc))
             raise typer.Exit(code=2) from None
 
     return wrapper
 
 
-app.command("synth")(_user_errors(synth.command))
-app.command("emoji")(_user_errors(emoji.command))
-app.command("mine-pairs")(_user_errors(mine_pairs.command))
-app.command("train")(_user_errors(train.command))
+app.command("synth")(user_errors(synth.command))
+app.command("emoji")(user_errors(emoji.command))
+app.command("mine-pairs")(user_errors(mine_pairs.command))
+app.command("train")(user_errors(train.command))
 app.add_typer(models.app, name="models")  # its commands map UserError themselves
-app.command("index")(_user_errors(index.command))
-app.command("related")(_user_errors(related.command))
-app.command("eval")(_user_errors(evaluate.command))
-app.command("demo")(_user_errors(demo.command))
+app.command("index")(user_errors(index.command))
+app.command("related")(user_errors(related.command))
+app.command("eval")(user_errors(evaluate.command))
+app.command("demo")(user_errors(demo.command))
 
 
 def main() -> None:
-    """Console-script entry point: run the app, turning `UserError` into exit code 2."""
-    try:
-        # Without standalone mode, click returns (not raises) the code of a `typer.Exit`.
-        code = app(standalone_mode=False)
-        if isinstance(code, int) and not isinstance(code, bool) and code:
-            sys.exit(code)
-    except UserError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        Console(stderr=True).print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code and message
-        import click
+    """Console-script entry point.
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    Standalone mode: click prints usage errors (exit 2), `--help` exits 0, a
+    `typer.Exit` carries its code, Ctrl-C prints "Aborted!" (exit 1).
+    """
+    app()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """Reading view logs: files, columns, timestamps and windows.
 
 Logs come as a directory, a file or a glob of Parquet or CSV files. Every file is scanned
-lazily and normalised to three columns, `user` (str), `note` (str) and `t` (Int64
-microseconds since the epoch), plus `event` when an event filter is asked for. Problems a
+lazily and normalised to four columns, `user` (str), `note` (str), `t` (Int64
+microseconds since the epoch) and `t_bad` (the original text of a timestamp that could
+not be parsed, else null), plus `event` when an event filter is asked for. Problems a
 user can fix (no files, an unreadable file, a missing column) raise `UserError` naming
 the file and what was found.
+
+Integer epochs are checked before use: read in `ts_unit`, the largest one must fall
+before the year 2200. Milliseconds read as seconds land tens of thousands of years
+ahead, so they are refused with the numbers and the unit they look like.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import polars as pl
 from core.errors import UserError
 
 LOG_SUFFIXES = (".parquet", ".csv")
-TS_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1}
+TS_UNITS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}  # microseconds per unit
+MAX_EPOCH_SECONDS = 7_258_118_400  # 2200-01-01: a later timestamp is a unit mistake
+_SECONDS_PER_YEAR = 31_556_952
 _DURATION_UNITS = {
     "w": 7 * 86_400_000_000,
     "d": 86_400_000_000,
@@ -102,15 +109,51 @@ def _to_micros(col: str, dtype: pl.DataType, ts_unit: str, path: Path) -> pl.Exp
     if isinstance(dtype, pl.Date):
         return c.cast(pl.Datetime("us")).dt.epoch("us")
     if dtype.is_integer():
-        return c.cast(pl.Int64) * TS_UNITS[ts_unit]
+        if ts_unit == "ns":
+            return c.cast(pl.Int64) // 1000
+        return c.cast(pl.Int64) * int(TS_UNITS[ts_unit])
     if dtype.is_float():
         return (c * TS_UNITS[ts_unit]).round(0).cast(pl.Int64)
-    if dtype == pl.Utf8:  # unparsable text becomes null, then is dropped and counted
+    if dtype == pl.Utf8:  # unparsable text becomes null; `t_bad` keeps it for the report
         return c.str.to_datetime(strict=False, time_unit="us").dt.epoch("us")
     raise UserError(
         f"column {col!r} in {path} has type {dtype}; expected a timestamp or integer epoch "
         f"({ts_unit}); convert it or pass --ts-col"
     )
+
+
+def _year(value: float, unit: str) -> int:
+    return int(1970 + value * TS_UNITS[unit] / 1_000_000 / _SECONDS_PER_YEAR)
+
+
+def check_epoch_range(lo: float, hi: float, ts_unit: str, col: str, path: Path | str) -> None:
+    """Refuse integer epochs that are implausible in `ts_unit` (after the year 2200).
+
+    The message gives the range found, the year it means in `ts_unit`, and the unit the
+    numbers fit (s, ms, us or ns), e.g. milliseconds read as seconds.
+    """
+    biggest = max(abs(lo), abs(hi))
+    if biggest * TS_UNITS[ts_unit] <= MAX_EPOCH_SECONDS * 1_000_000:
+        return
+    fits = [u for u in TS_UNITS if biggest * TS_UNITS[u] <= MAX_EPOCH_SECONDS * 1_000_000]
+    hint = (
+        f"they look like {fits[0]} (year {_year(hi, fits[0])}): pass --ts-unit {fits[0]}"
+        if fits
+        else "no unit (s, ms, us, ns) makes them a date; check the column"
+    )
+    raise UserError(
+        f"column {col!r} in {path} holds epochs {lo:,} to {hi:,}, which in --ts-unit {ts_unit} "
+        f"would be the year {_year(hi, ts_unit):,}; {hint}"
+    )
+
+
+def _check_numeric_ts(lf: pl.LazyFrame, col: str, ts_unit: str, path: Path) -> None:
+    try:
+        lo, hi = lf.select(pl.col(col).min().alias("lo"), pl.col(col).max().alias("hi")).collect().row(0)
+    except pl.exceptions.PolarsError as exc:
+        raise UserError(f"cannot read log file {path}: {str(exc).strip().splitlines()[0]}") from None
+    if lo is not None and hi is not None:
+        check_epoch_range(lo, hi, ts_unit, col, path)
 
 
 def scan_logs(
@@ -122,7 +165,10 @@ def scan_logs(
     ts_unit: str = "s",
     event_col: str | None = None,
 ) -> pl.LazyFrame:
-    """One LazyFrame `user, note, t[, event]` over all `files` (nothing is read yet)."""
+    """One LazyFrame `user, note, t, t_bad[, event]` over all `files`.
+
+    Only the range of integer epochs is read here (to check the unit); the rest is lazy.
+    """
     if ts_unit not in TS_UNITS:
         raise UserError(f"--ts-unit {ts_unit!r} is not known; expected one of {', '.join(TS_UNITS)}")
     frames = []
@@ -136,10 +182,16 @@ def scan_logs(
                 f"{', '.join(schema.names()) or 'none'}; "
                 "name yours with --user-col / --note-col / --ts-col / --event-col"
             )
+        dtype = schema[ts_col]
+        if dtype.is_integer() or dtype.is_float():
+            _check_numeric_ts(lf, ts_col, ts_unit, path)
+        t = _to_micros(ts_col, dtype, ts_unit, path)
+        bad = pl.when(t.is_null()).then(pl.col(ts_col)) if dtype == pl.Utf8 else pl.lit(None, pl.Utf8)
         exprs = [
             pl.col(user_col).cast(pl.Utf8).alias("user"),
             pl.col(note_col).cast(pl.Utf8).alias("note"),
-            _to_micros(ts_col, schema[ts_col], ts_unit, path).alias("t"),
+            t.alias("t"),
+            bad.cast(pl.Utf8).alias("t_bad"),
         ]
         if event_col:
             exprs.append(pl.col(event_col).cast(pl.Utf8).alias("event"))

@@ -52,11 +52,9 @@ from core.contracts import SPLITS
 from core.errors import UserError
 from core.outputs import check_output_dir, output_dir
 from pipeline.logs import find_log_files, format_duration, parse_duration, scan_logs
+from pipeline.options import DEFAULT_MAX_EVENTS_PER_USER, DEFAULT_MEMORY_LIMIT, WEIGHTINGS
 from pipeline.splits import assign_splits, parse_split
 
-WEIGHTINGS = ("users", "inverse-activity")
-DEFAULT_MAX_EVENTS_PER_USER = 1000
-DEFAULT_MEMORY_LIMIT = "4GB"
 # Bytes of memory per unit, measured on the expansion and load code paths (with headroom):
 _ROW_BYTES = 64  # per candidate (query event, target event) row of one partition
 _EVENT_BYTES = 120  # per log row while loading (the streaming dictionary join, then the sort)
@@ -131,6 +129,7 @@ def mine_pairs(
     ts = ev["t"].to_numpy()
     del ev
     note_ids: list[str] = counts.pop("_note_ids")
+    unparsed_examples: list[str] = counts.pop("_unparsed_ts_examples")
     scoring = _Scoring(
         weight=_user_weights(users, notes, weighting),
         split=assign_splits(note_ids, shares, seed),
@@ -188,6 +187,7 @@ def mine_pairs(
         },
         "counts": counts,
         "engine": engine,
+        "examples": {"unparsed_ts": unparsed_examples},
         "splits": {
             name: {"pairs": df.height, "queries": df["query_id"].n_unique()} for name, df in per_split.items()
         },
@@ -347,19 +347,20 @@ def _load_events(
     else:
         lf_kept = lf
     keep = pl.col("event").is_in(list(events)) if events else pl.lit(True)
+    valid_ids = keep & pl.col("user").is_not_null() & pl.col("note").is_not_null()
     stats += [
         (keep & pl.col("user").is_null()).sum().alias("dropped_null_user"),
         (keep & pl.col("user").is_not_null() & pl.col("note").is_null()).sum().alias("dropped_null_note"),
-        (keep & pl.col("user").is_not_null() & pl.col("note").is_not_null() & pl.col("t").is_null())
-        .sum()
-        .alias("dropped_null_ts"),
+        (valid_ids & pl.col("t").is_null() & pl.col("t_bad").is_null()).sum().alias("dropped_null_ts"),
+        (valid_ids & pl.col("t_bad").is_not_null()).sum().alias("dropped_unparsed_ts"),
     ]
+    examples = lf.filter(valid_ids & pl.col("t_bad").is_not_null()).select("t_bad").unique().head(3)
     clean = lf_kept.drop_nulls(["user", "note", "t"]).select("user", "note", "t")
     note_dict = clean.select("note").unique().sort("note").with_row_index("n")
     user_dict = clean.select("user").unique().sort("user").with_row_index("u")
     try:
-        stat_df, notes_df, users_df = pl.collect_all(
-            [lf.select(stats), note_dict, user_dict], engine="streaming"
+        stat_df, notes_df, users_df, bad_df = pl.collect_all(
+            [lf.select(stats), note_dict, user_dict, examples], engine="streaming"
         )
         _check_event_memory(int(stat_df["rows_read"][0]), memory_limit)
         # Integers only from here: 16 bytes per event. A hash `unique()` over the three
@@ -378,16 +379,26 @@ def _load_events(
     counts: dict[str, Any] = {k: int(v) for k, v in stat_df.row(0, named=True).items()}
     counts.setdefault("dropped_event_filter", 0)
     kept_rows = counts["rows_read"] - counts["dropped_event_filter"]
-    kept_rows -= counts["dropped_null_user"] + counts["dropped_null_note"] + counts["dropped_null_ts"]
+    kept_rows -= counts["dropped_null_user"] + counts["dropped_null_note"]
+    kept_rows -= counts["dropped_null_ts"] + counts["dropped_unparsed_ts"]
     counts["duplicate_events"] = kept_rows - encoded.height
     counts["events"] = encoded.height
     counts["users"] = users_df.height
     counts["notes"] = notes_df.height
     counts["_note_ids"] = notes_df["note"].to_list()
+    counts["_unparsed_ts_examples"] = sorted(bad_df["t_bad"].to_list())
     if encoded.height == 0:
+        unparsed = counts["dropped_unparsed_ts"]
         raise UserError(
-            f"no usable events: {counts['rows_read']} row(s) read, all dropped by the event filter or "
-            "for null ids/timestamps; check --events and the column options"
+            f"no usable events: {counts['rows_read']} row(s) read, all dropped by the event filter, "
+            "for null ids/timestamps"
+            + (
+                f" or for {unparsed:,} timestamps that are not dates (e.g. "
+                f"{', '.join(map(repr, counts['_unparsed_ts_examples']))})"
+                if unparsed
+                else ""
+            )
+            + "; check --events and the column options"
         )
     return encoded, counts
 
@@ -483,6 +494,7 @@ def _window_ends(users: np.ndarray, ts: np.ndarray, window_us: int) -> np.ndarra
     if n == 0:
         return out
     t_min, t_max = int(ts.min()), int(ts.max())
+    window_us = min(window_us, t_max - t_min)  # a longer window sees the same events
     stride = t_max - t_min + window_us + 1
     block_users = max(1, (2**62) // stride)
     u0 = 0

@@ -9,6 +9,7 @@ machine, or the Polars version.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,12 +19,12 @@ from core.errors import UserError
 
 
 def parse_split(text: str | Sequence[float]) -> tuple[float, float, float]:
-    """'0.9,0.05,0.05' -> three non-negative shares normalised to sum to 1."""
+    """'0.9,0.05,0.05' -> three finite non-negative shares normalised to sum to 1."""
     try:
         parts = [float(x) for x in (text.split(",") if isinstance(text, str) else text)]
     except ValueError:
         parts = []
-    if len(parts) != 3 or any(p < 0 for p in parts) or sum(parts) <= 0:
+    if len(parts) != 3 or not all(math.isfinite(p) and p >= 0 for p in parts) or sum(parts) <= 0:
         raise UserError(
             f"--split {text!r} is not three non-negative shares; "
             "expected train,val,test such as 0.9,0.05,0.05"

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from i2i.commands._util import Force
-from i2i.demo import DemoConfig, default_demo_model, run_demo
 
 
 def command(
@@ -49,6 +48,8 @@ def command(
     unicode-cldr-core unicode-data) with a 0.6/0.1/0.3 split, so the test split keeps
     300+ queries.
     """
+    from i2i.demo import DemoConfig, default_demo_model, run_demo
+
     if tiny:
         from train.testing import tiny_model_config
 

@@ -7,7 +7,7 @@ The store options defined here (`--workspace`, `--collection`, `--qdrant-url`,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -24,7 +24,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from indexer.backends import DEFAULT_COLLECTION, DEFAULT_WORKSPACE, StoreSpec
+from core.errors import UserError
+from indexer.backends import DEFAULT_COLLECTION, DEFAULT_WORKSPACE
+
+if TYPE_CHECKING:
+    from indexer.backends import StoreSpec
 
 Collection = Annotated[
     str, typer.Option("--collection", "-c", envvar="I2I_COLLECTION", help="Qdrant collection name.")
@@ -56,7 +60,11 @@ def store_spec(
     qdrant_api_key: str | None,
     **cluster: int | None,
 ) -> StoreSpec:
-    """A StoreSpec from the shared CLI options."""
+    """A StoreSpec from the shared CLI options (a `--workspace` that is a file is refused)."""
+    from indexer.backends import StoreSpec
+
+    if not qdrant_url and workspace.exists() and not workspace.is_dir():
+        raise UserError(f"--workspace {workspace} is a file; give a directory (default .i2i)")
     return StoreSpec(
         collection=collection,
         workspace=workspace,

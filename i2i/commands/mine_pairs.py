@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -11,15 +11,10 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from i2i.commands._util import Force
-from pipeline.mine import (
-    DEFAULT_MAX_EVENTS_PER_USER,
-    DEFAULT_MEMORY_LIMIT,
-    WEIGHTINGS,
-    MineResult,
-    check_pairs_out,
-    mine_pairs,
-    write_pairs,
-)
+from pipeline.options import DEFAULT_MAX_EVENTS_PER_USER, DEFAULT_MEMORY_LIMIT, WEIGHTINGS
+
+if TYPE_CHECKING:
+    from pipeline.mine import MineResult
 
 
 def command(
@@ -57,7 +52,10 @@ def command(
     user_col: Annotated[str, typer.Option(help="User id column.")] = "user_id",
     note_col: Annotated[str, typer.Option(help="Note id column.")] = "note_id",
     ts_col: Annotated[str, typer.Option(help="Timestamp column (timestamp or integer epoch).")] = "ts",
-    ts_unit: Annotated[str, typer.Option(help="Unit of an integer epoch: s | ms.")] = "s",
+    ts_unit: Annotated[
+        str,
+        typer.Option(help="Unit of an integer epoch: s | ms | us | ns (checked: a unit mistake is refused)."),
+    ] = "s",
     event_col: Annotated[str | None, typer.Option(help="Event type column, for --events.")] = None,
     events: Annotated[
         str | None, typer.Option(help="Comma-separated event types to keep, e.g. view,click.")
@@ -70,6 +68,8 @@ def command(
     filtered, split by note so evaluation notes never appear in training, and written
     atomically.
     """
+    from pipeline.mine import check_pairs_out, mine_pairs, write_pairs
+
     check_pairs_out(out, logs, force=force)
     console = Console(stderr=True)
     with Progress(
@@ -111,6 +111,15 @@ def command(
         write_pairs(result, out, force=force)
         progress("writing", 1, 1)
     Console().print(summary_table(result, out))
+    unparsed = result.summary["counts"]["dropped_unparsed_ts"]
+    if unparsed:
+        examples = ", ".join(map(repr, result.summary["examples"]["unparsed_ts"]))
+        console.print(
+            f"[yellow]warning:[/] {unparsed:,} of {result.summary['counts']['rows_read']:,} rows have a "
+            f"{ts_col!r} that is not a date (e.g. {examples}); they were dropped",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def summary_table(result: MineResult, out: Path) -> Table:
@@ -121,7 +130,8 @@ def summary_table(result: MineResult, out: Path) -> Table:
     table.add_column(style="bold")
     table.add_column(justify="right")
     table.add_row("rows read", f"{c['rows_read']:,}")
-    for key in ("dropped_event_filter", "dropped_null_user", "dropped_null_note", "dropped_null_ts"):
+    drops = ("dropped_event_filter", "dropped_null_user", "dropped_null_note", "dropped_null_ts")
+    for key in (*drops, "dropped_unparsed_ts"):
         if c[key]:
             table.add_row(f"  {key.replace('_', ' ')}", f"-{c[key]:,}")
     table.add_row("  duplicate events merged", f"-{c['duplicate_events']:,}")

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from i2i.commands._util import Force
-from pipeline.synth import generate_platform
 
 
 def command(
@@ -41,6 +40,8 @@ def command(
     in sessions driven by topics, motifs or both, so related pairs are explainable by
     text, by image, or by both. Deterministic by --seed.
     """
+    from pipeline.synth import generate_platform
+
     console = Console(stderr=True)
     with console.status(f"writing synthetic platform to {out}"):
         summary = generate_platform(

@@ -294,7 +294,7 @@ def test_no_logs_and_bad_options_are_user_errors(tmp_path: Path) -> None:
         ({"weighting": "clicks"}, "expected one of users, inverse-activity"),
         ({"split": "0.9,0.1"}, "three non-negative shares"),
         ({"top_k": 0}, "at least 1"),
-        ({"ts_unit": "ns"}, "expected one of s, ms"),
+        ({"ts_unit": "min"}, "expected one of s, ms, us, ns"),
         ({"events": ["view"]}, "needs --event-col"),
         ({"min_score": 3, "max_score": 1}, "above --max-score"),
     ]
@@ -338,7 +338,9 @@ def test_text_and_millisecond_timestamps(tmp_path: Path) -> None:
     )
     result = mine_pairs(tmp_path / "text.csv", split=(1, 0, 0), weighting="users")
     assert_frame_equal(result.pairs["train"], expected([("A", "B", 1.0, 1)]))
-    assert result.summary["counts"]["dropped_null_ts"] == 1
+    assert result.summary["counts"]["dropped_null_ts"] == 0  # not a null: a string that is no date
+    assert result.summary["counts"]["dropped_unparsed_ts"] == 1
+    assert result.summary["examples"]["unparsed_ts"] == ["not a time"]
 
     pl.DataFrame(
         {"user_id": ["u1", "u1"], "note_id": ["A", "B"], "ts": [T0, T0 + timedelta(milliseconds=1)]},
@@ -425,3 +427,42 @@ def test_memory_limit_sizes_the_partitions_and_refuses_what_cannot_fit(tmp_path:
     for bad in ("lots", "4 parsecs", "0GB", "-1GB"):
         with pytest.raises(UserError, match="--memory-limit"):
             parse_memory(bad)
+
+
+def _epochs(tmp_path: Path, values: list[int]) -> Path:
+    path = tmp_path / "epochs.parquet"
+    pl.DataFrame(
+        {"user_id": ["u1"] * len(values), "note_id": list("ABC")[: len(values)], "ts": values}
+    ).write_parquet(path)
+    return path
+
+
+def test_epochs_in_the_wrong_unit_are_refused_with_numbers(tmp_path: Path) -> None:
+    base = 1_700_000_000  # 2023-11-14 in seconds
+    millis = _epochs(tmp_path, [base * 1000, base * 1000 + 5_000])
+    message = (
+        r"epochs 1,700,000,000,000 to 1,700,000,005,000, which in --ts-unit s would be the year 55,8\d\d; "
+        r"they look like ms \(year 2023\): pass --ts-unit ms"
+    )
+    with pytest.raises(UserError, match=message):
+        mine_pairs(millis)
+    assert pairs(millis, ts_unit="ms").height == 1
+
+    nanos = _epochs(tmp_path, [base * 10**9, base * 10**9 + 5 * 10**9])
+    with pytest.raises(UserError, match=r"look like ns \(year 2023\): pass --ts-unit ns"):
+        mine_pairs(nanos, ts_unit="ms")
+    assert pairs(nanos, ts_unit="ns", window="5s").height == 1
+    assert pairs(nanos, ts_unit="ns", window="4s").height == 0
+
+
+def test_a_window_longer_than_the_logs_does_not_overflow(tmp_path: Path) -> None:
+    path = write_logs(tmp_path, [("u1", "A", 0), ("u1", "B", 50 * DAY), ("u2", "B", 0), ("u2", "C", 5)])
+    assert_frame_equal(pairs(path, window="100000000w"), pairs(path, window="60d"))
+    assert pairs(path, window="100000000w").height == 2
+
+
+@pytest.mark.parametrize("split", ["nan,0,0", "inf,1,1", "1,nan,0", "-1,1,1"])
+def test_split_must_be_finite_shares(tmp_path: Path, split: str) -> None:
+    path = write_logs(tmp_path, [("u1", "A", 0), ("u1", "B", 1)])
+    with pytest.raises(UserError, match="not three non-negative shares"):
+        mine_pairs(path, split=split)
