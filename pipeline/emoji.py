@@ -50,6 +50,15 @@ from PIL import Image, ImageDraw, ImageFont, features
 
 from core.errors import UserError
 from core.outputs import check_output_dir, output_dir
+from pipeline.options import (  # defaults the CLI shows without importing this module
+    CLDR_COMMON,
+    DEFAULT_COLORS,
+    DEFAULT_EVENTS,
+    DEFAULT_SPLIT,  # noqa: F401  (re-exported: callers import it from here)
+    DEFAULT_USERS,
+    EMOJI_TEST,
+    FONT,
+)
 from pipeline.synth import (
     ON_TOPIC,
     PREFERENCE_LOYALTY,
@@ -60,20 +69,12 @@ from pipeline.synth import (
     write_daily_logs,
 )
 
-EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
-CLDR_COMMON = Path("/usr/share/unicode/cldr/common")
-FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 INSTALL_HINT = "install it with: apt-get install fonts-noto-color-emoji unicode-cldr-core unicode-data"
 
 FONT_SIZE = 109  # the only size the bitmap colour font has
 CANVAS = 136  # the font's glyphs are 136 x 128 at size 109; drawn on a 136 x 136 square
 BACKGROUND = (255, 255, 255)
 SUBGROUP_SHARE = 0.5  # share of sessions that follow a subgroup (the rest: a colour cluster)
-DEFAULT_COLORS = 32
-# Defaults sized so that mining (1h window) and a 0.6/0.1/0.3 split leave 300+ test queries.
-DEFAULT_USERS = 3000
-DEFAULT_EVENTS = 300_000
-DEFAULT_SPLIT = (0.6, 0.1, 0.3)
 
 EMOJI_OUTPUTS = (
     "notes.parquet",

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from i2i.commands._util import Force
-from pipeline.emoji import (
+from pipeline.options import (
     CLDR_COMMON,
     DEFAULT_COLORS,
     DEFAULT_EVENTS,
@@ -18,7 +18,6 @@ from pipeline.emoji import (
     DEFAULT_USERS,
     EMOJI_TEST,
     FONT,
-    generate_emoji,
 )
 
 
@@ -50,6 +49,8 @@ def command(
     words say), half a colour cluster (what only the image shows). Deterministic by
     --seed. Needs: apt-get install fonts-noto-color-emoji unicode-cldr-core unicode-data.
     """
+    from pipeline.emoji import generate_emoji
+
     console = Console(stderr=True)
     with console.status(f"drawing emoji and simulating co-views into {out}"):
         summary = generate_emoji(
