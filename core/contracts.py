@@ -139,13 +139,32 @@ def notes_to_dicts(df: pl.DataFrame) -> list[Note]:
     return df.select("note_id", "title", "content", "tags", "image").to_dicts()
 
 
-def resolve_image(image: str | None, image_root: str | Path | None) -> Path | None:
-    """An image path from the notes table, resolved against the image root."""
+def resolve_image(image: str | None, image_root: str | Path | None, *, confine: bool = False) -> Path | None:
+    """An image path from the notes table, resolved against the image root.
+
+    `confine=True` (for paths that come from untrusted users, as in a web service)
+    returns None for a path that leaves the image root: an absolute path, or one whose
+    `..` parts or symlinks lead outside it. Such a note is treated as having no image.
+    """
     if not image:
         return None
     p = Path(image)
+    if confine:
+        return image_within_root(image, image_root)
     if p.is_absolute() or image_root is None:
         return p
+    return Path(image_root) / p
+
+
+def image_within_root(image: str, image_root: str | Path | None) -> Path | None:
+    """`image_root / image` when it stays inside `image_root` (symlinks resolved), else None."""
+    p = Path(image)
+    if image_root is None or p.is_absolute() or p.drive:
+        return None
+    root = Path(image_root).resolve()
+    candidate = (root / p).resolve()
+    if candidate != root and root not in candidate.parents:
+        return None
     return Path(image_root) / p
 
 

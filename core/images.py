@@ -2,12 +2,17 @@
 
 Real corpora hold files that are not images, truncated files, CMYK / paletted / alpha
 images and huge images. `load_image` decodes with a size cap and never raises for a bad
-file: it returns a blank image and `ok=False` so callers can count the failure.
+file: it returns a blank image and `ok=False` so callers can count the failure. It opens
+only regular files: a FIFO or a device named as an image would block a reader forever
+(or stream without end), so it counts as a bad image.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image
 
@@ -22,16 +27,41 @@ def blank_image(size: int = 224) -> Image.Image:
     return Image.new("RGB", (size, size), BLANK_COLOR)
 
 
+def open_regular_file(path: str | Path) -> BinaryIO | None:
+    """Open `path` for reading only if it is a regular file (symlinks followed); else None.
+
+    The check is made on the opened descriptor (opened non-blocking, so a FIFO cannot
+    block the open itself): a path swapped for a FIFO after a first look is still refused.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return os.fdopen(fd, "rb")
+    except OSError:
+        os.close(fd)
+        return None
+
+
 def load_image(path: str | Path | None, max_side: int = 1024) -> tuple[Image.Image, bool]:
     """Load `path` as an RGB image at most `max_side` on its long side.
 
     Returns `(image, ok)`; `ok` is False (and the image blank) when the path is None,
-    missing, not an image, truncated, or too large to decode safely.
+    missing, not a regular file, not an image, truncated, or too large to decode safely.
     """
     if path is None:
         return blank_image(), False
+    handle = open_regular_file(path)
+    if handle is None:
+        return blank_image(), False
     try:
-        with Image.open(path) as im:
+        with handle, Image.open(handle) as im:
             w, h = im.size
             if w * h > MAX_DECODE_PIXELS:
                 im.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale

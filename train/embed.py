@@ -53,7 +53,9 @@ class NoteEmbedder:
 
     Attributes: `model_id` (checkpoint id), `dim`, `broken_images` (image paths that
     failed to decode), `missing_images` (notes without an image or whose file is
-    missing), both cumulative over calls; `model`.
+    missing), both cumulative over calls; `model`. `confine_images=True` treats image
+    paths that leave the image root (absolute, `..`, symlinks out) as missing: for notes
+    from untrusted users (see `core.contracts.resolve_image`).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class NoteEmbedder:
         device: str | torch.device | None = None,
         image_threads: int = 4,
         blank: str | None = None,
+        confine_images: bool = False,
     ) -> None:
         if blank not in BLANKS:
             raise UserError(f"unknown blank {blank!r}; choose image, text or None")
@@ -83,6 +86,8 @@ class NoteEmbedder:
             self.model_id = f"{self.model_id}+blank-{blank}"
         self.dim = self.model.out_dim
         self.image_threads = image_threads
+        # Untrusted notes (a web service): image paths outside the image root count as missing.
+        self.confine_images = confine_images
         self.broken_images = 0
         self.missing_images = 0
 
@@ -94,7 +99,7 @@ class NoteEmbedder:
         def load(note: Note) -> tuple[torch.Tensor, str]:
             if blank == "image":
                 return transform(blank_image()), "ok"
-            path = resolve_image(note.get("image"), image_root)
+            path = resolve_image(note.get("image"), image_root, confine=self.confine_images)
             if path is None or not path.exists():
                 return transform(blank_image()), "missing"
             image, ok = load_image(path)

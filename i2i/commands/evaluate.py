@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from core.errors import UserError
-from i2i.commands._util import Force
+from i2i.commands._util import Force, MaxBadImages, images_up_front
 
 
 def command(
@@ -55,6 +55,7 @@ def command(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Notes per model forward pass.")] = 32,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: auto).")] = None,
+    max_bad_images: MaxBadImages = 0.05,
     force: Force = False,
 ) -> None:
     """Recall@K, MRR and NDCG@10 of RUN(s) and baselines; writes report.json, report.md, a plot."""
@@ -74,6 +75,8 @@ def command(
             "say which data to evaluate: --notes notes.parquet --pairs PAIRS_DIR (the run records none)"
         )
     out = _output(out, chosen, [notes, pairs, *([truth] if truth else [])], force)
+    if baselines or any(_variant(run) != "text-only" for run in chosen):  # image-only baseline too
+        images_up_front(notes, image_root, max_bad_images)
     console = Console(stderr=True)
     report = run_eval(
         chosen,
@@ -108,3 +111,15 @@ def _output(out: Path | None, runs: list[Path], inputs: list[Path], force: bool)
     if any(chosen.resolve() == run.resolve() for run in runs):
         return chosen
     return check_output_dir(chosen, REPORT_OUTPUTS, label="eval", inputs=inputs, force=force)
+
+
+def _variant(run: Path) -> str | None:
+    """The model variant a run or checkpoint directory holds (None when unreadable)."""
+    import json
+
+    from train.checkpoint import resolve_checkpoint
+
+    try:
+        return json.loads((resolve_checkpoint(run) / "config.json").read_text()).get("variant")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.errors import UserError
+from i2i.commands._util import MaxBadImages, images_up_front
 from indexer.backends import DEFAULT_COLLECTION, DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def command(
     replicas: Annotated[
         int | None, typer.Option(min=1, help="Server: replication factor of a new collection.")
     ] = None,
+    max_bad_images: MaxBadImages = 0.05,
     write_consistency: Annotated[
         int | None, typer.Option(min=1, help="Server: replicas that must ack a write (new collection).")
     ] = None,
@@ -155,6 +157,8 @@ def command(
     )
     with console.status(f"loading checkpoint {checkpoint}"):
         embedder = load_embedder(checkpoint, device=device)
+    if embedder.model.config.variant != "text-only":  # a text-only model reads no image
+        images_up_front(notes, image_root, max_bad_images)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.errors import UserError
+from i2i.commands._util import MaxBadImages, images_up_front
 
 if TYPE_CHECKING:
     from train.run_dir import TrainResult
@@ -112,6 +113,7 @@ def command(
     device: Annotated[str | None, typer.Option(help="auto | cuda | cpu.")] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers per process.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for initialisation and data order.")] = None,
+    max_bad_images: MaxBadImages = 0.05,
 ) -> None:
     """Train a NoteLLM-2 model on related-note pairs; writes runs/<name>/{last,best}/, metrics.jsonl."""
     try:
@@ -152,6 +154,10 @@ def _run(args: dict) -> None:
         cfg = TrainConfig.load(saved, overrides, model_overrides)
     else:
         cfg = TrainConfig.load(args["config"], overrides, model_overrides)
+    if cfg.notes is not None and cfg.model.variant != "text-only":  # text-only reads no image
+        from train.run_data import image_root
+
+        images_up_front(cfg.notes, image_root(cfg), args["max_bad_images"])
     console = Console()
     result = train(cfg, console=console, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one table

@@ -183,3 +183,11 @@ def test_killed_run_is_completed_by_a_rerun(backend: str, tmp_path: Path, make_n
         np.testing.assert_allclose(
             _stored_vectors(store, df["note_id"].to_list()), emb.embed(notes_to_dicts(df)), atol=1e-5
         )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
+def test_a_fifo_image_is_counted_not_waited_for(store: VectorStore, tmp_path: Path, make_notes) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    notes = make_notes(3).with_columns(pl.Series("image", ["pipe.png", None, None]))
+    summary = index_notes(_write(notes, tmp_path / "notes.parquet"), HashingEmbedder(), store)
+    assert summary.image_unreadable == 1 and summary.points == 3

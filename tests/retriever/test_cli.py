@@ -174,3 +174,24 @@ def test_eval_out_refuses_foreign_files_and_inputs(
         "report.md",
         "thesis.md",
     ]
+
+
+def test_index_and_eval_stop_when_images_do_not_resolve(
+    runs: tuple[Path, Path], synth_platform: Path, synth_pairs: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.parquet"  # image paths are relative to synth_platform, not tmp_path
+    pl.read_parquet(synth_platform / "notes.parquet").head(24).write_parquet(notes)
+    ws = tmp_path / "ws"
+    code, out = _invoke("index", notes, "--checkpoint", runs[0], "--workspace", ws)
+    assert code == 2
+    assert f"do not load from image root {tmp_path}" in " ".join(out.split())
+    assert not (ws / "qdrant" / "notes").exists()  # stopped before any work
+    code, out = _invoke("index", notes, "--checkpoint", runs[0], "--workspace", ws, "--max-bad-images", "1")
+    assert code == 0, out
+
+    args = ("eval", runs[0], "--notes", notes, "--pairs", synth_pairs, "--no-ann", "--out", tmp_path / "r")
+    code, out = _invoke(*args)
+    assert code == 2 and "do not load from image root" in out
+    code, out = _invoke(*args, "--image-root", synth_platform)
+    assert code == 0, out
+    assert "24 of 24 sampled load" in " ".join(out.split())

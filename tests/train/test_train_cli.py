@@ -123,3 +123,23 @@ def test_second_train_on_one_out_fails_naming_the_holder(
     assert proc.returncode == 2, proc.stderr
     assert f"(pid {holder.pid})" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_train_stops_up_front_when_images_do_not_resolve(
+    make_config, synth_platform: Path, synth_pairs: Path, tmp_path: Path
+) -> None:
+    cfg = make_config(max_steps=1, val_every=1)
+    top = {k: v for k, v in cfg.to_dict().items() if k not in ("model", "out", "pairs", "images")}
+    config = write_toml(tmp_path / "run.toml", top, cfg.model.to_dict())
+    wrong = tmp_path / "elsewhere"
+    wrong.mkdir()
+    out = tmp_path / "run"
+    args = ["train", "--config", str(config), "--pairs", str(synth_pairs), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--images", str(wrong)])
+    assert result.exit_code == 2, result.output
+    assert f"do not load from image root {wrong}" in " ".join(result.output.split())
+    assert not (out / "last").exists()
+
+    # A text-only model needs no images: no check, it trains.
+    result = CliRunner().invoke(app, [*args, "--images", str(wrong), "--variant", "text-only"])
+    assert result.exit_code == 0, result.output
