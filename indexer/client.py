@@ -1,9 +1,11 @@
 """`ClientStore`: a collection on a Qdrant server or cluster, through `qdrant-client`.
 
-`connect(url, api_key)` talks gRPC when it can (`prefer_grpc=True`: bulk upserts are
-several times cheaper than over REST); `QdrantClient(path=...)` (local mode) takes the
-same requests in tests. Collection metadata (`CollectionMeta`) is stored as Qdrant's
-collection-level `metadata` (server >= 1.16). Cluster settings (`shard_number`,
+`connect(url, api_key)` talks gRPC (`prefer_grpc=True`: bulk upserts are several times
+cheaper than over REST), on 6334 or on the port `--qdrant-url` names (see `Endpoint`);
+a server it cannot reach is one line naming the host and the port actually tried.
+`QdrantClient(path=...)` (local mode) takes the same requests in tests. Collection
+metadata (`CollectionMeta`) is stored as Qdrant's collection-level `metadata` (server
+>= 1.16). Cluster settings (`shard_number`,
 `replication_factor`, `write_consistency_factor`) apply when the collection is created.
 """
 
@@ -12,7 +14,9 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -20,15 +24,85 @@ from qdrant_client import QdrantClient, models
 from core.errors import UserError
 from indexer.store import CollectionMeta, Hit, HnswParams, StoredPoint, VectorStore
 
+DEFAULT_REST_PORT = 6333
+DEFAULT_GRPC_PORT = 6334
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a `--qdrant-url` points: the gRPC port is the one used.
+
+    `http(s)://HOST[:PORT]`: REST on PORT (default 6333), gRPC on 6334, unless PORT is
+    6334, which is taken as the gRPC port. `grpc(s)://HOST:PORT`: gRPC on PORT.
+    """
+
+    url: str
+    host: str
+    https: bool
+    rest_port: int
+    grpc_port: int
+    prefix: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.host}:{self.grpc_port} (gRPC, from --qdrant-url {self.url})"
+
+
+def parse_url(url: str) -> Endpoint:
+    """Parse a `--qdrant-url` (see `Endpoint`); a malformed one is a `UserError`."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if scheme not in ("http", "https", "grpc", "grpcs") or not parts.hostname or port == -1:
+        raise UserError(
+            f"--qdrant-url {url!r} is not a Qdrant address; expected e.g. http://localhost:6333 "
+            "(REST; gRPC on 6334 is used) or grpc://localhost:6334"
+        )
+    grpc_given = scheme.startswith("grpc") or port == DEFAULT_GRPC_PORT
+    return Endpoint(
+        url=url,
+        host=parts.hostname,
+        https=scheme in ("https", "grpcs"),
+        rest_port=DEFAULT_REST_PORT if grpc_given or port is None else port,
+        grpc_port=(port or DEFAULT_GRPC_PORT) if grpc_given else DEFAULT_GRPC_PORT,
+        prefix=parts.path.strip("/") or None,
+    )
+
+
+def unreachable(exc: Exception, where: str) -> UserError:
+    """One line for a failed request: where it went and the transport's own reason."""
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else str(exc)
+    reason = (text or type(exc).__name__).strip().splitlines()[0].split(": ")[-1]
+    code = getattr(exc, "code", None)
+    status = f" ({code().name})" if callable(code) and getattr(code(), "name", None) else ""
+    return UserError(
+        f"cannot reach Qdrant at {where}: {reason}{status}; start the server or fix --qdrant-url "
+        "(it also takes a gRPC port: http://HOST:6334)"
+    )
+
 
 def connect(url: str, api_key: str | None = None, timeout: int = 60) -> QdrantClient:
-    """A client for a Qdrant server or cluster at `url`, gRPC preferred."""
+    """A client for a Qdrant server or cluster at `url` (see `Endpoint`), over gRPC."""
+    end = parse_url(url)
     try:
-        return QdrantClient(url=url, api_key=api_key or None, prefer_grpc=True, timeout=timeout)
-    except Exception as exc:  # malformed URL and the like
-        raise UserError(
-            f"cannot connect to Qdrant at {url!r}: {exc}; expected e.g. http://localhost:6333"
-        ) from None
+        client = QdrantClient(
+            host=end.host,
+            port=end.rest_port,
+            grpc_port=end.grpc_port,
+            https=end.https,
+            prefix=end.prefix,
+            api_key=api_key or None,
+            prefer_grpc=True,
+            timeout=timeout,
+            check_compatibility=False,  # a REST call before any gRPC one; errors surface on use
+        )
+    except Exception as exc:  # malformed settings and the like
+        raise UserError(f"cannot connect to Qdrant at {end.describe()}: {exc}") from None
+    client.i2i_endpoint = end.describe()  # type: ignore[attr-defined]  # for error messages
+    return client
 
 
 class ClientStore(VectorStore):
@@ -57,7 +131,8 @@ class ClientStore(VectorStore):
         try:
             return bool(self.client.collection_exists(self.collection))
         except Exception as exc:
-            raise UserError(f"cannot reach Qdrant for {self.location}: {exc}") from None
+            where = getattr(self.client, "i2i_endpoint", self.location)
+            raise unreachable(exc, where) from None
 
     def meta(self) -> CollectionMeta:
         if not self.exists():

@@ -6,14 +6,27 @@ Layout of one collection directory:
     <dir>/shard/            the Edge shard (segments + WAL)
 
 `collection.json` is written before the shard is created, so a run killed in between
-leaves a collection that opens (and gets its shard created) on the next run. One process
-at a time may open a shard (its WAL is locked); a second gets a clear error.
+leaves a collection that opens (and gets its shard created) on the next run.
+
+Qdrant Edge lets one process at a time open a shard (it locks the WAL) and has no
+read-only mode: even a query opens the segments for writing. So:
+
+- a second process waits for the lock, up to `lock_timeout` seconds (default 30, env
+  `I2I_LOCK_TIMEOUT`), then fails with one line. Short commands such as `i2i related`
+  (~0.1 s of store time each) therefore all succeed when many run at once, one after
+  the other; many concurrent readers are a job for a Qdrant server (`--qdrant-url`).
+- a shard on a read-only folder (a read-only mount, a folder without write
+  permission) is copied to a private temporary folder and queried there; the store is
+  then read-only (writes raise `UserError`), and the copy is removed on close.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +40,25 @@ from indexer.store import CollectionMeta, Hit, HnswParams, StoredPoint, VectorSt
 
 META_FILE = "collection.json"
 SHARD_DIR = "shard"
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+
+def _locked(exc: Exception) -> bool:
+    return "WAL" in str(exc) or "WouldBlock" in str(exc)
+
+
+def _writable(folder: Path) -> bool:
+    """Whether files in `folder` can be opened for writing (a read-only mount counts)."""
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _lock_timeout() -> float:
+    try:
+        return float(os.environ.get("I2I_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT))
+    except ValueError:
+        raise UserError(
+            f"I2I_LOCK_TIMEOUT={os.environ['I2I_LOCK_TIMEOUT']!r} is not a number of seconds"
+        ) from None
 
 
 def _sid(point: Any) -> str:
@@ -37,10 +69,15 @@ def _sid(point: Any) -> str:
 class EdgeStore(VectorStore):
     """A Qdrant Edge collection under `path` (see module docstring)."""
 
-    def __init__(self, path: str | Path, hnsw: HnswParams | None = None) -> None:
+    def __init__(
+        self, path: str | Path, hnsw: HnswParams | None = None, lock_timeout: float | None = None
+    ) -> None:
         self.path = Path(path)
         self.hnsw = hnsw or HnswParams()
         self.location = f"{self.path} (embedded Qdrant Edge)"
+        self.lock_timeout = _lock_timeout() if lock_timeout is None else lock_timeout
+        self.read_only = False  # set when a read-only folder is queried through a private copy
+        self._copy: Path | None = None
         self._shard: qe.EdgeShard | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -61,7 +98,12 @@ class EdgeStore(VectorStore):
                 f"collection metadata {f} is unreadable ({exc}); re-create with --recreate"
             ) from None
 
+    def _refuse_write(self) -> None:
+        if self.read_only or (self.path.exists() and not _writable(self.path)):
+            raise UserError(f"{self.path} is read-only; it can be queried but not changed")
+
     def create(self, meta: CollectionMeta) -> None:
+        self._refuse_write()
         if (self.path / SHARD_DIR).exists():
             raise UserError(f"{self.path / SHARD_DIR} already holds a shard; drop it first (--recreate)")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -69,6 +111,7 @@ class EdgeStore(VectorStore):
         self._open(meta)
 
     def drop(self) -> None:
+        self._refuse_write()
         self.close()
         shutil.rmtree(self.path, ignore_errors=True)
 
@@ -92,22 +135,46 @@ class EdgeStore(VectorStore):
             return self._shard
         meta = meta or self.meta()
         shard_dir = self.path / SHARD_DIR
+        if (shard_dir / "edge_config.json").exists() and not _writable(shard_dir):
+            self._shard = self._open_private_copy(shard_dir)
+            return self._shard
+        deadline = time.monotonic() + self.lock_timeout
+        wait = 0.02
+        while True:
+            try:
+                if (shard_dir / "edge_config.json").exists():
+                    self._shard = qe.EdgeShard.load(str(shard_dir))
+                else:
+                    # Metadata written, shard never created (killed in between) or brand new.
+                    shutil.rmtree(shard_dir, ignore_errors=True)
+                    self._shard = qe.EdgeShard.create(str(shard_dir), self._config(meta.dim))
+                return self._shard
+            except Exception as exc:
+                if not _locked(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise UserError(
+                        f"collection {self.path} stayed open in another process for "
+                        f"{self.lock_timeout:g} s (an embedded Qdrant Edge collection allows one "
+                        "process at a time); wait for it to finish, raise I2I_LOCK_TIMEOUT, or serve "
+                        "the collection from a Qdrant server (--qdrant-url)"
+                    ) from None
+                time.sleep(wait)
+                wait = min(wait * 1.5, 0.25)
+
+    def _open_private_copy(self, shard_dir: Path) -> qe.EdgeShard:
+        """Load a copy of a read-only shard from a temporary folder (Edge opens segments
+        for writing, even to query them)."""
+        self._copy = Path(tempfile.mkdtemp(prefix="i2i-edge-read-only-"))
         try:
-            if (shard_dir / "edge_config.json").exists():
-                self._shard = qe.EdgeShard.load(str(shard_dir))
-            else:
-                # Metadata written, shard never created (killed in between) or brand new.
-                shutil.rmtree(shard_dir, ignore_errors=True)
-                self._shard = qe.EdgeShard.create(str(shard_dir), self._config(meta.dim))
-        except Exception as exc:
-            if "WAL" in str(exc) or "WouldBlock" in str(exc):
-                raise UserError(
-                    f"collection {self.path} is open in another process (an embedded Qdrant Edge "
-                    "collection allows one process at a time); wait for it to finish, or serve the "
-                    "collection from a Qdrant server (--qdrant-url)"
-                ) from None
+            shutil.copytree(shard_dir, self._copy / SHARD_DIR)
+            shard = qe.EdgeShard.load(str(self._copy / SHARD_DIR))
+        except Exception:
+            shutil.rmtree(self._copy, ignore_errors=True)
+            self._copy = None
             raise
-        return self._shard
+        self.read_only = True
+        return shard
 
     @property
     def shard(self) -> qe.EdgeShard:
@@ -115,6 +182,7 @@ class EdgeStore(VectorStore):
 
     # -- data --------------------------------------------------------------------------
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        self._refuse_write()
         rows = np.asarray(vectors, dtype=np.float32).tolist()
         points = [qe.Point(i, v, p) for i, v, p in zip(ids, rows, payloads, strict=True)]
         if points:
@@ -176,11 +244,13 @@ class EdgeStore(VectorStore):
                 return
 
     def delete(self, ids: Sequence[str]) -> None:
+        self._refuse_write()
         if ids:
             self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
     # -- maintenance -------------------------------------------------------------------
     def optimize(self) -> None:
+        self._refuse_write()
         self.shard.optimize()
 
     def indexed_vectors(self) -> int:
@@ -193,6 +263,10 @@ class EdgeStore(VectorStore):
 
     def close(self) -> None:
         if self._shard is not None:
-            self._shard.flush()
+            if not self.read_only:
+                self._shard.flush()
             self._shard.close()
             self._shard = None
+        if self._copy is not None:
+            shutil.rmtree(self._copy, ignore_errors=True)
+            self._copy = None
