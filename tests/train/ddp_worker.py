@@ -7,6 +7,11 @@ WORLD_SIZE=1 is the single-process reference.
                                            # batch of PAIRS pairs, this rank's shard; saves loss
                                            # and every gradient (after DDP's all-reduce) to OUT
     python ddp_worker.py train CONFIG.json # train.loop.train(TrainConfig from the JSON)
+
+Teardown order (a rank that destroys the gloo group, or exits, while its peer is still
+talking to it can abort with "terminate called without an active exception"): every
+rank meets at a barrier once its work is done, then destroys the group, then exits.
+For `train` the worker owns the group, so `train()` leaves it alone.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from train.distributed import init_distributed, teardown
+from train.distributed import DistEnv, init_distributed, teardown
 from train.loop import TrainConfig, train
 from train.model import build_model
 from train.step import forward_loss
@@ -42,6 +48,20 @@ def grads(out: Path, pairs: int) -> None:
     tensors |= {f"grad.{n}": p.grad for n, p in model.named_parameters() if p.grad is not None}
     if env.is_main:
         save_file({k: v.contiguous() for k, v in tensors.items()}, out)
+    finish(env)
+
+
+def train_run(config: Path) -> None:
+    cfg = TrainConfig.from_dict(json.loads(config.read_text()))
+    env = init_distributed(cfg.device)  # the worker owns the group: train() joins it
+    train(cfg)
+    finish(env)
+
+
+def finish(env: DistEnv) -> None:
+    """Wait for every rank, then destroy the process group (see the module docstring)."""
+    if env.distributed and dist.is_initialized():
+        dist.barrier()
     teardown(env)
 
 
@@ -49,4 +69,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "grads":
         grads(Path(sys.argv[2]), int(sys.argv[3]))
     else:
-        train(TrainConfig.from_dict(json.loads(Path(sys.argv[2]).read_text())))
+        train_run(Path(sys.argv[2]))

@@ -91,9 +91,11 @@ def test_short_training_lowers_loss_and_beats_untrained_recall(
     emb = NoteEmbedder(result.best_checkpoint, device="cpu").embed(val.notes, image_root=platform)
     ranks = metrics.exact_target_ranks(emb[val.query_rows], emb[val.pool_rows], val.target_in_pool)
     again = metrics.rank_metrics(ranks, len(val.pool_rows), ks=(10,))
-    assert again["recall@10"] == pytest.approx(trained["recall@10"]) and again["mrr"] == pytest.approx(
-        trained["mrr"], abs=1e-4
-    )
+    # Validation and NoteEmbedder batch the notes differently, so scores differ in the last
+    # bits (CPU-dependent); allow one query's rank to move across a near-tie.
+    one_query = 1 / len(val.query_rows)
+    assert again["recall@10"] == pytest.approx(trained["recall@10"], abs=one_query)
+    assert again["mrr"] == pytest.approx(trained["mrr"], abs=one_query)
 
 
 def test_text_only_run_never_loads_an_image(make_config, tmp_path: Path) -> None:
