@@ -38,7 +38,7 @@ MaxBadImages = Annotated[
 def images_up_front(notes: Path | str, image_root: Path | str | None, max_bad_share: float) -> None:
     """Load a sample of the notes' images; print how many load; stop above `max_bad_share`.
 
-    Prints one dim line on stderr (rank 0 only under torchrun); raises `UserError`
+    Prints one dim line on stdout (rank 0 only under torchrun); raises `UserError`
     naming the image root and an example path when too many fail.
     """
     from rich.console import Console
@@ -49,6 +49,6 @@ def images_up_front(notes: Path | str, image_root: Path | str | None, max_bad_sh
     notes = Path(notes)
     root = Path(image_root) if image_root is not None else notes.parent
     check = check_images(notes_to_dicts(read_notes(notes)), root)
-    if int(os.environ.get("RANK", "0")) == 0:
-        Console(stderr=True).print(f"[dim]{check.describe()}[/]", highlight=False, soft_wrap=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # progress goes to stdout; stderr is for errors
+        Console().print(f"[dim]{check.describe()}[/]", highlight=False, soft_wrap=True)
     require_images(check, max_bad_share)
