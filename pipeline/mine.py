@@ -39,7 +39,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.contracts import SPLITS
 from core.errors import UserError
@@ -73,9 +75,13 @@ Progress = Callable[[str, int, int | None], None]
 
 @dataclass
 class MineResult:
-    """Per-split pair frames (`query_id, target_id, score, rank`) and the run summary."""
+    """Per-split pairs (`query_id, target_id, score, rank`) and the run summary.
 
-    pairs: dict[str, pl.DataFrame]
+    A split's pairs are a frame, or (from the Spark engine) Parquet part files whose
+    concatenation in list order is the split, already in (query_id, rank) order.
+    """
+
+    pairs: dict[str, pl.DataFrame | list[Path]]
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -166,35 +172,109 @@ def mine_pairs(
         "split",
     )
     per_split = {name: pairs.filter(pl.col("split") == i).drop("split") for i, name in enumerate(SPLITS)}
-    summary = {
-        "inputs": {"logs": str(logs), "files": [str(f) for f in files]},
-        "parameters": {
-            "user_col": user_col,
-            "note_col": note_col,
-            "ts_col": ts_col,
-            "ts_unit": ts_unit,
-            "event_col": event_col,
-            "events": list(events) if events and event_col else None,
-            "window": format_duration(window_us),
-            "window_us": window_us,
-            "weighting": weighting,
-            "min_score": min_score,
-            "max_score": max_score,
-            "top_k": top_k,
-            "max_events_per_user": max_events_per_user,
-            "split": list(shares),
-            "seed": seed,
-        },
-        "counts": counts,
-        "engine": engine,
-        "examples": {"unparsed_ts": unparsed_examples},
-        "splits": {
-            name: {"pairs": df.height, "queries": df["query_id"].n_unique()} for name, df in per_split.items()
-        },
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - t0, 3),
+    params = {
+        "user_col": user_col,
+        "note_col": note_col,
+        "ts_col": ts_col,
+        "ts_unit": ts_unit,
+        "event_col": event_col,
+        "events": list(events) if events and event_col else None,
+        "window_us": window_us,
+        "weighting": weighting,
+        "min_score": min_score,
+        "max_score": max_score,
+        "top_k": top_k,
+        "max_events_per_user": max_events_per_user,
+        "split": list(shares),
+        "seed": seed,
     }
+    splits = {
+        name: {"pairs": df.height, "queries": df["query_id"].n_unique()} for name, df in per_split.items()
+    }
+    examples = {"unparsed_ts": unparsed_examples}
+    summary = make_summary(logs, files, params, counts, engine, splits, time.perf_counter() - t0, examples)
     return MineResult(pairs=per_split, summary=summary)
+
+
+COUNT_KEYS = (
+    "rows_read",
+    "dropped_event_filter",
+    "dropped_null_user",
+    "dropped_null_note",
+    "dropped_null_ts",
+    "dropped_unparsed_ts",
+    "duplicate_events",
+    "events",
+    "users",
+    "notes",
+    "events_dropped_by_cap",
+    "users_capped",
+    "user_pairs",
+    "distinct_pairs",
+    *_DROPS,
+)
+
+
+def make_summary(
+    logs: str | Path,
+    files: Sequence[str | Path],
+    params: dict[str, Any],
+    counts: dict[str, Any],
+    engine: dict[str, Any],
+    splits: dict[str, dict[str, int]],
+    seconds: float,
+    examples: dict[str, list[str]],
+) -> dict[str, Any]:
+    """summary.json, the same layout for every engine (`engine` holds what differs)."""
+    params = {**params, "window": format_duration(params["window_us"])}
+    order = ["user_col", "note_col", "ts_col", "ts_unit", "event_col", "events", "window", "window_us"]
+    return {
+        "inputs": {"logs": str(logs), "files": [str(f) for f in files]},
+        "parameters": {k: params[k] for k in order} | {k: v for k, v in params.items() if k not in order},
+        "counts": {k: counts[k] for k in COUNT_KEYS if k in counts}
+        | {k: v for k, v in counts.items() if k not in COUNT_KEYS},
+        "engine": engine,
+        "examples": examples,
+        "splits": splits,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+    }
+
+
+PAIRS_SCHEMA = pa.schema(
+    [("query_id", pa.string()), ("target_id", pa.string()), ("score", pa.float64()), ("rank", pa.int32())]
+)
+PAIRS_ROW_GROUP = 1 << 20
+
+
+def write_pair_file(frames: Iterable[pl.DataFrame], path: Path) -> None:
+    """Write pair frames, concatenated, as one Parquet file in row groups of fixed size.
+
+    The bytes depend only on the rows: every engine writes through here, so the same
+    pairs give the same file however they were produced or batched.
+    """
+    buffered: list[pa.Table] = []
+    held = 0
+    with pq.ParquetWriter(path, PAIRS_SCHEMA, compression="zstd") as writer:
+        for frame in frames:
+            buffered.append(frame.select(PAIRS_SCHEMA.names).to_arrow().cast(PAIRS_SCHEMA))
+            held += buffered[-1].num_rows
+            while held >= PAIRS_ROW_GROUP:
+                whole = pa.concat_tables(buffered).combine_chunks()
+                writer.write_table(whole.slice(0, PAIRS_ROW_GROUP), row_group_size=PAIRS_ROW_GROUP)
+                buffered, held = [whole.slice(PAIRS_ROW_GROUP)], whole.num_rows - PAIRS_ROW_GROUP
+        if held:
+            writer.write_table(pa.concat_tables(buffered).combine_chunks(), row_group_size=PAIRS_ROW_GROUP)
+
+
+def _frames(source: pl.DataFrame | list[Path]) -> Iterator[pl.DataFrame]:
+    """A split's pairs as frames, reading part files one row group at a time."""
+    if isinstance(source, pl.DataFrame):
+        yield source
+        return
+    for part in source:
+        for batch in pq.ParquetFile(part).iter_batches(batch_size=PAIRS_ROW_GROUP):
+            yield pl.from_arrow(batch)  # type: ignore[misc]
 
 
 PAIRS_OUTPUTS = ("train.parquet", "val.parquet", "test.parquet", "summary.json")
@@ -229,8 +309,8 @@ def write_pairs(result: MineResult, out: str | Path, *, force: bool = False) -> 
     with output_dir(
         out, PAIRS_OUTPUTS, label="mine-pairs", inputs=inputs, force=force, last=("summary.json",)
     ) as tmp:
-        for name, df in result.pairs.items():
-            df.write_parquet(tmp / f"{name}.parquet")
+        for name, source in result.pairs.items():
+            write_pair_file(_frames(source), tmp / f"{name}.parquet")
         (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     return Path(out)
 

@@ -1,9 +1,11 @@
 """Note-level train / val / test splits from a stable, seeded hash.
 
 Splitting by note (not by pair) keeps evaluation notes out of training entirely: a pair
-is kept only when both of its notes fall in the same split. The hash is BLAKE2b of the
-seed and the note id, so a note's split never depends on the data around it, the
-machine, or the Polars version.
+is kept only when both of its notes fall in the same split. A note's hash is the first 60
+bits (15 hex digits) of SHA-256 over the UTF-8 bytes of `"{seed}:{note_id}"`, compared
+with integer thresholds: so a note's split never depends on the data around it, the
+machine or the library version, and every engine computes it identically (Spark SQL as
+`conv(substring(sha2(concat(seed, ':', note), 256), 1, 15), 16, 10)`).
 """
 
 from __future__ import annotations
@@ -33,28 +35,42 @@ def parse_split(text: str | Sequence[float]) -> tuple[float, float, float]:
     return (parts[0] / total, parts[1] / total, parts[2] / total)
 
 
-def note_unit(note_ids: Sequence[str], seed: int) -> np.ndarray:
-    """A stable pseudo-random number in [0, 1) per note id."""
-    key = str(seed).encode()
-    out = np.empty(len(note_ids), np.float64)
+SPLIT_HASH_BITS = 60
+
+
+def note_hash(note_ids: Sequence[str], seed: int) -> np.ndarray:
+    """The split hash of each note id: an integer in [0, 2^60)."""
+    prefix = f"{seed}:"
+    out = np.empty(len(note_ids), np.int64)
     for i, note in enumerate(note_ids):
-        digest = hashlib.blake2b(note.encode(), digest_size=8, key=key).digest()
-        out[i] = int.from_bytes(digest, "big") / 2.0**64
+        out[i] = int(hashlib.sha256((prefix + note).encode()).hexdigest()[:15], 16)
     return out
+
+
+def split_thresholds(shares: tuple[float, float, float]) -> tuple[int, int, tuple[int, int, int]]:
+    """Integer cut points and the remapping of empty splits, shared by every engine.
+
+    A note with hash h is in raw split 0 when h < cut_train, 1 when h < cut_val, else 2;
+    `remap[raw]` is its split (a zero share never gets a note, whatever the rounding).
+    """
+    train, val, test = shares
+    scale = 2**SPLIT_HASH_BITS
+    cut_train = min(scale, round(train * scale))
+    cut_val = min(scale, round((train + val) * scale))
+    remap = [0, 1, 2]
+    if test == 0:
+        remap[2] = 1 if val > 0 else 0
+    if val == 0:
+        remap = [r if r != 1 else (0 if train > 0 else 2) for r in remap]
+    return cut_train, cut_val, (remap[0], remap[1], remap[2])
 
 
 def assign_splits(note_ids: Sequence[str], shares: tuple[float, float, float], seed: int) -> np.ndarray:
     """Split index per note (0 train, 1 val, 2 test); a zero share gets no notes."""
-    u = note_unit(note_ids, seed)
-    train, val, _ = shares
-    split = np.full(len(note_ids), 2, np.int8)
-    split[u < train + val] = 1
-    split[u < train] = 0
-    if shares[2] == 0:  # rounding must never put a note in an empty split
-        split[split == 2] = 1 if shares[1] > 0 else 0
-    if shares[1] == 0:
-        split[split == 1] = 0 if shares[0] > 0 else 2
-    return split
+    h = note_hash(note_ids, seed)
+    cut_train, cut_val, remap = split_thresholds(shares)
+    raw = np.where(h < cut_train, 0, np.where(h < cut_val, 1, 2))
+    return np.asarray(remap, np.int8)[raw]
 
 
-__all__ = ["SPLITS", "assign_splits", "note_unit", "parse_split"]
+__all__ = ["SPLITS", "SPLIT_HASH_BITS", "assign_splits", "note_hash", "parse_split", "split_thresholds"]

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+import pipeline.mine
 from core.errors import UserError
 from pipeline.logs import format_duration, parse_duration
 from pipeline.mine import mine_pairs, parse_memory, resident_bytes, write_pairs
@@ -315,14 +316,14 @@ def test_write_is_atomic_and_keeps_previous_output_on_crash(
     assert set(before) == {"train.parquet", "val.parquet", "test.parquet", "summary.json"}
 
     second = mine_pairs(path, split=(0, 0, 1), weighting="users")
-    real = pl.DataFrame.write_parquet
+    real = pipeline.mine.write_pair_file
 
-    def crash_on_test(self: pl.DataFrame, file: Path, *a: object, **k: object) -> None:
+    def crash_on_test(frames: object, file: Path) -> None:
         if Path(file).name == "test.parquet":
             raise OSError("disk full")
-        real(self, file, *a, **k)  # type: ignore[arg-type]
+        real(frames, file)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", crash_on_test)
+    monkeypatch.setattr(pipeline.mine, "write_pair_file", crash_on_test)
     with pytest.raises(OSError, match="disk full"):
         write_pairs(second, out)
     monkeypatch.undo()
