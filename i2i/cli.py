@@ -26,7 +26,7 @@ import typer
 from rich.console import Console
 
 from core.errors import UserError
-from i2i.commands import demo, emoji, evaluate, index, mine_pairs, models, related, synth, train
+from i2i.commands import demo, embed, emoji, evaluate, index, mine_pairs, models, related, synth, train
 
 app = typer.Typer(
     name="i2i",
@@ -74,6 +74,7 @@ app.command("emoji")(user_errors(emoji.command))
 app.command("mine-pairs")(user_errors(mine_pairs.command))
 app.command("train")(user_errors(train.command))
 app.add_typer(models.app, name="models")  # its commands map UserError themselves
+app.command("embed")(user_errors(embed.command))
 app.command("index")(user_errors(index.command))
 app.command("related")(user_errors(related.command))
 app.command("eval")(user_errors(evaluate.command))

@@ -105,9 +105,11 @@ def run_eval(
     max_queries: int | None = None,
     batch_size: int = 32,
     device: str | None = None,
+    vectors: Sequence[str | Path] = (),
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Evaluate each checkpoint (and BM25 / image-only baselines) on one split."""
+    """Evaluate each checkpoint, each vectors directory (`i2i embed`, read instead of
+    embedding again) and the BM25 / image-only baselines on one split."""
     from train.embed import load_embedder
 
     notes = Path(notes)
@@ -127,6 +129,17 @@ def run_eval(
             embedder, es, image_root, name=name, ann=ann, batch_size=batch_size, device=device
         )
         res["checkpoint"] = str(ckpt)
+        methods[name] = res
+    for folder in vectors:
+        from indexer.vectors import VectorFiles
+
+        log(f"vectors from {folder}")
+        stored = VectorFiles(folder)
+        name = _unique(Path(folder).resolve().name, methods)
+        res = evaluate_embedder(
+            stored, es, image_root, name=name, ann=ann, batch_size=batch_size, device=device
+        )
+        res["vectors"] = str(folder)
         methods[name] = res
     if baselines:
         from retriever.baselines import bm25_scorer, embedding_scorer, image_only_embedder

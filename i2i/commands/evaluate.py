@@ -20,6 +20,10 @@ def command(
     checkpoint: Annotated[
         Path | None, typer.Option(help="A run or checkpoint directory (same as giving RUN).")
     ] = None,
+    vectors: Annotated[
+        list[Path] | None,
+        typer.Option(help="Vectors directory from `i2i embed` (read, not embedded again); repeatable."),
+    ] = None,
     compare: Annotated[
         bool, typer.Option("--compare", help="Evaluate every RUN given and print them side by side.")
     ] = False,
@@ -63,7 +67,7 @@ def command(
     from retriever.runner import run_defaults, run_eval
 
     chosen = [*(runs or []), *([checkpoint] if checkpoint else [])]
-    if len(chosen) > 1 and not compare:
+    if len(chosen) + len(vectors or []) > 1 and not compare:
         raise UserError(
             f"{len(chosen)} runs given ({', '.join(map(str, chosen))}); pass --compare to evaluate several"
         )
@@ -91,6 +95,7 @@ def command(
         max_queries=max_queries,
         batch_size=batch_size,
         device=device,
+        vectors=vectors or [],
         log=lambda msg: console.print(f"[dim]{msg}[/]"),
     )
     paths = write_report(report, out)

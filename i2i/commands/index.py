@@ -29,6 +29,7 @@ from i2i.commands._util import MaxBadImages, images_up_front
 from indexer.backends import DEFAULT_COLLECTION, DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:
+    from core.contracts import Embedder
     from indexer.backends import StoreSpec
 
 Collection = Annotated[
@@ -92,8 +93,13 @@ def command(
         Path, typer.Argument(help="Notes Parquet file (note_id, title, content, [tags], [image]).")
     ],
     checkpoint: Annotated[
-        Path, typer.Option(help="Training run directory (uses best/, else last/) or a checkpoint directory.")
-    ],
+        Path | None,
+        typer.Option(help="Training run directory (uses best/, else last/) or a checkpoint directory."),
+    ] = None,
+    vectors: Annotated[
+        Path | None,
+        typer.Option(help="Load vectors written by `i2i embed` instead of embedding (no model needed)."),
+    ] = None,
     collection: Collection = DEFAULT_COLLECTION,
     workspace: Workspace = DEFAULT_WORKSPACE,
     qdrant_url: QdrantUrl = None,
@@ -120,7 +126,12 @@ def command(
     recreate: Annotated[
         bool, typer.Option("--recreate", help="Drop and re-create the collection (e.g. for another model).")
     ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Notes per upsert (and per progress step).")] = 256,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Notes per upsert and progress step (default: 256 embedding, 4096 --vectors)."
+        ),
+    ] = None,
     embed_batch_size: Annotated[int, typer.Option(min=1, help="Notes per model forward pass.")] = 32,
     device: Annotated[
         str | None, typer.Option(help="Model device: cpu, cuda, cuda:1 (default: auto).")
@@ -142,9 +153,12 @@ def command(
     from core.contracts import read_notes
     from indexer.backends import open_store
     from indexer.job import index_notes
-    from train.embed import load_embedder
 
     console = Console(stderr=True)
+    if (checkpoint is None) == (vectors is None):
+        raise UserError(
+            "give exactly one of --checkpoint RUN (embed now) or --vectors DIR (from `i2i embed`)"
+        )
     frame = read_notes(notes)  # validate the input before loading a model
     spec = store_spec(
         collection,
@@ -155,10 +169,22 @@ def command(
         replication_factor=replicas,
         write_consistency_factor=write_consistency,
     )
-    with console.status(f"loading checkpoint {checkpoint}"):
-        embedder = load_embedder(checkpoint, device=device)
-    if embedder.model.config.variant != "text-only":  # a text-only model reads no image
-        images_up_front(notes, image_root, max_bad_images)
+    embedder: Embedder
+    if vectors is not None:  # embedded earlier by `i2i embed`: images were read then
+        from indexer.vectors import VectorFiles
+
+        with console.status(f"reading vectors {vectors}"):
+            embedder = VectorFiles(vectors)
+    else:
+        from train.embed import load_embedder
+
+        with console.status(f"loading checkpoint {checkpoint}"):
+            model = load_embedder(checkpoint, device=device)
+        if model.model.config.variant != "text-only":  # a text-only model reads no image
+            images_up_front(notes, image_root, max_bad_images)
+        embedder = model
+    if batch_size is None:
+        batch_size = 4096 if vectors is not None else 256
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

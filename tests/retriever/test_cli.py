@@ -195,3 +195,43 @@ def test_index_and_eval_stop_when_images_do_not_resolve(
     code, out = _invoke(*args, "--image-root", synth_platform)
     assert code == 0, out
     assert "24 of 24 sampled load" in " ".join(out.split())
+
+
+def test_embed_shards_then_index_and_eval_from_vectors(
+    runs: tuple[Path, Path], synth_platform: Path, synth_pairs: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    notes = synth_platform / "notes.parquet"
+    vectors = tmp_path / "vectors"
+    embed = ("embed", notes, "--checkpoint", runs[0], "--out", vectors, "--part-size", "50")
+    code, out = _invoke(*embed, "--shard", "0/2")
+    assert code == 0, out
+    proc = subprocess.run(
+        [sys.executable, "-m", "i2i.cli", *map(str, embed)],
+        env={**__import__("os").environ, "RANK": "1", "WORLD_SIZE": "2"},  # as torchrun sets them
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 2" in proc.stdout
+    code, out = _invoke(*embed, "--shard", "0/2")  # a re-run finds every part complete
+    assert code == 0 and "embedded" in out and " 0 in " in out
+
+    ws = tmp_path / "ws"
+    code, out = _invoke("index", notes, "--vectors", vectors, "--workspace", ws)
+    assert code == 0, out
+    assert "120 / 0 / 0" in out
+    code, out = _invoke("index", notes, "--checkpoint", runs[0], "--workspace", ws)
+    assert code == 0 and "0 / 0 / 120" in out  # the same vectors: nothing to embed again
+    code, out = _invoke("index", notes, "--vectors", vectors, "--checkpoint", runs[0], "--workspace", ws)
+    assert code == 2 and "exactly one of" in out
+
+    data = ("--notes", notes, "--pairs", synth_pairs, "--no-baselines", "--no-ann")
+    code, out = _invoke("eval", "--compare", runs[0], "--vectors", vectors, *data, "--out", tmp_path / "ev")
+    assert code == 0, out
+    methods = json.loads((tmp_path / "ev" / "report.json").read_text())["methods"]
+    assert set(methods) == {"a", "vectors"}
+    assert methods["vectors"]["model_id"] == methods["a"]["model_id"]
+    assert methods["vectors"]["metrics"] == pytest.approx(methods["a"]["metrics"], abs=1e-9)
