@@ -28,6 +28,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,95 @@ def run_size(
     return row
 
 
+def load_rates(n: int, d: int, out: Path, batch: int) -> dict[str, float]:
+    """Bulk-load rates at n x d, each into a fresh Edge shard, slowest path first.
+
+    - `i2i index --vectors`: `index_notes` over a notes table and `i2i embed` vector parts
+      (scroll, content hashes, point ids, payloads, upserts; no HNSW build);
+    - `store.upsert`: `EdgeStore.upsert` with the same 4-field payloads, ids precomputed;
+    - raw Edge, same payloads: `qe.Point` + `EdgeShard.update` (the floor for this payload);
+    - raw Edge, no payload: what Qdrant Edge itself sustains.
+    Rates are points per wall-clock second; CPU seconds beside them (a shared machine).
+    """
+    import polars as pl
+    import qdrant_edge as qe
+
+    from core.contracts import notes_to_dicts, read_notes
+    from indexer.content import content_hash
+    from indexer.job import index_notes
+    from indexer.vectors import VectorFiles, part_name, write_part
+
+    root = out / f"load_{n}_{d}"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "vectors").mkdir(parents=True)
+    note_ids = [f"n{i:07d}" for i in range(n)]
+    pl.DataFrame(
+        {
+            "note_id": note_ids,
+            "title": [f"title of note {i}" for i in range(n)],
+            "content": [f"the content of note {i}" for i in range(n)],
+        }
+    ).write_parquet(root / "notes.parquet")
+    x = clustered(n, d, centres=max(100, n // 500))
+    notes = notes_to_dicts(read_notes(root / "notes.parquet"))
+    hashes = [content_hash(note, root) for note in notes]
+    for part, s in enumerate(range(0, n, 100_000)):
+        write_part(
+            root / "vectors" / part_name(0, 1, part),
+            note_ids[s : s + 100_000],
+            hashes[s : s + 100_000],
+            "bench",
+            x[s : s + 100_000],
+        )
+    ids = [point_id(t) for t in note_ids]
+    payloads = [
+        {"note_id": t, "title": note["title"], "content_hash": h, "model_id": "bench"}
+        for t, note, h in zip(note_ids, notes, hashes, strict=True)
+    ]
+    meta = CollectionMeta(model_id="bench", dim=d)
+    rates: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[EdgeStore], None]) -> None:
+        store = EdgeStore(root / name)
+        store.create(meta)
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn(store)
+        store.flush()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        assert store.count() == n
+        store.close()
+        shutil.rmtree(root / name, ignore_errors=True)
+        rates[name] = n / wall
+        rates[name + "_cpu_s"] = cpu
+        console.print(f"{name:>24}: {n / wall:>9,.0f} pts/s  ({wall:.1f} s wall, {cpu:.1f} s CPU)")
+
+    def index_from_vectors(store: EdgeStore) -> None:
+        index_notes(
+            root / "notes.parquet", VectorFiles(root / "vectors"), store, batch_size=batch, optimize=False
+        )
+
+    def store_upsert(store: EdgeStore) -> None:
+        for s in range(0, n, batch):
+            store.upsert(ids[s : s + batch], x[s : s + batch], payloads[s : s + batch])
+
+    def raw(with_payload: bool) -> Callable[[EdgeStore], None]:
+        def load(store: EdgeStore) -> None:
+            for s in range(0, n, batch):
+                rows = x[s : s + batch].tolist()
+                pay = payloads[s : s + batch] if with_payload else [None] * len(rows)
+                points = [qe.Point(i, v, p) for i, v, p in zip(ids[s : s + batch], rows, pay, strict=True)]
+                store.shard.update(qe.UpdateOperation.upsert_points(points))
+
+        return load
+
+    timed("index_vectors", index_from_vectors)
+    timed("store_upsert", store_upsert)
+    timed("raw_payload", raw(True))
+    timed("raw_no_payload", raw(False))
+    shutil.rmtree(root, ignore_errors=True)
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100k:64,1m:64,100k:1024", help="comma list of N:DIM (k/m suffixes)")
@@ -208,8 +298,27 @@ def main() -> None:
         action="store_true",
         help="keep built collections in --out and reuse them on the next --keep run",
     )
+    ap.add_argument(
+        "--load-only",
+        action="store_true",
+        help="only bulk-load rates: i2i index --vectors vs store.upsert vs raw Edge (no HNSW, no queries)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.load_only:
+        results = {
+            f"{n}x{d}": load_rates(n, d, args.out, args.batch)
+            for n, d in map(parse_size, args.sizes.split(","))
+        }
+        (args.out / "load_rates.json").write_text(json.dumps(results, indent=2))
+        for size, r in results.items():
+            gap = r["raw_no_payload"] / r["index_vectors"]
+            console.print(
+                f"{size}: index --vectors {r['index_vectors']:,.0f} pts/s = {1 / gap:.2f} of raw Edge "
+                f"({r['raw_no_payload']:,.0f}); raw with the same payload {r['raw_payload']:,.0f}; "
+                f"store.upsert {r['store_upsert']:,.0f}"
+            )
+        return
     hnsw = HnswParams(m=args.m, ef_construct=args.ef_construct, ef=args.ef)
     console.print(f"torch threads {torch.get_num_threads()}; HNSW {hnsw}")
     rows = [

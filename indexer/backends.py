@@ -37,6 +37,7 @@ class StoreSpec:
     shard_number: int | None = None
     replication_factor: int | None = None
     write_consistency_factor: int | None = None
+    upload_parallel: int = 1  # server: worker processes for bulk loads (upload_points)
 
     def edge_path(self) -> Path:
         return Path(self.workspace) / "qdrant" / self.collection
@@ -68,6 +69,7 @@ def open_store(spec: StoreSpec) -> VectorStore:
             replication_factor=spec.replication_factor,
             write_consistency_factor=spec.write_consistency_factor,
             location=where,
+            upload_parallel=spec.upload_parallel,
         )
     from indexer.edge import EdgeStore
 

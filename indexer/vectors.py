@@ -242,15 +242,19 @@ class VectorFiles:
     def embed(
         self, notes: list[Note], image_root: str | Path | None = None, batch_size: int = 32
     ) -> np.ndarray:
+        return self.lookup([n["note_id"] for n in notes], [content_hash(n, image_root) for n in notes])
+
+    def lookup(self, note_ids: Sequence[str], digests: Sequence[str]) -> np.ndarray:
+        """The stored vectors of notes whose content hashes are `digests` (computed by the caller)."""
         rows = []
         missing: list[str] = []
         stale: list[str] = []
-        for note in notes:
-            row = self._index.get(note["note_id"])
+        for note, digest in zip(note_ids, digests, strict=True):
+            row = self._index.get(note)
             if row is None:
-                missing.append(note["note_id"])
-            elif self._hashes[row] != content_hash(note, image_root):
-                stale.append(note["note_id"])
+                missing.append(note)
+            elif self._hashes[row] != digest:
+                stale.append(note)
             rows.append(row if row is not None else 0)
         if missing or stale:
             what = f"{len(missing)} note(s) missing (e.g. {missing[:3]})" if missing else ""

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.contracts import SPLITS
 from core.errors import UserError
-from pipeline.logs import TS_UNITS, find_log_files, parse_duration
+from pipeline.logs import TS_UNITS, check_epoch_range, find_log_files, parse_duration
 from pipeline.mine import (
     _FIXED,
     DEFAULT_MAX_EVENTS_PER_USER,
@@ -104,8 +104,13 @@ def read_logs(
     ts_unit: str,
     event_col: str | None,
 ) -> tuple[DataFrame, list[str]]:
-    """`user, note, t[, event]` over the logs (files, glob or table), and the sources read."""
+    """`user, note, t, t_bad[, event]` over the logs (files, glob or table), and the sources read.
+
+    `t_bad` keeps the text of a timestamp that did not parse (else null), as
+    `pipeline.logs.scan_logs` does; numeric epochs are checked against `ts_unit` first.
+    """
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     if ts_unit not in TS_UNITS:
         raise UserError(f"--ts-unit {ts_unit!r} is not known; expected one of {', '.join(TS_UNITS)}")
@@ -142,10 +147,18 @@ def read_logs(
                 f"{', '.join(df.columns) or 'none'}; "
                 "name yours with --user-col / --note-col / --ts-col / --event-col"
             )
+        dtype = df.schema[ts_col].dataType
+        if isinstance(dtype, T.NumericType):
+            lo, hi = df.agg(F.min(ts_col), F.max(ts_col)).first()
+            if lo is not None and hi is not None:
+                check_epoch_range(lo, hi, ts_unit, ts_col, where)
+        t = _to_micros(df, ts_col, ts_unit, where)
+        bad = F.when(t.isNull(), F.col(ts_col)) if isinstance(dtype, T.StringType) else F.lit(None)
         cols = [
             F.col(user_col).cast("string").alias("user"),
             F.col(note_col).cast("string").alias("note"),
-            _to_micros(df, ts_col, ts_unit, where).alias("t"),
+            t.alias("t"),
+            bad.cast("string").alias("t_bad"),
         ]
         if event_col:
             cols.append(F.col(event_col).cast("string").alias("event"))
@@ -246,17 +259,21 @@ def mine_pairs_spark(
         spark, logs, user_col=user_col, note_col=note_col, ts_col=ts_col, ts_unit=ts_unit, event_col=event_col
     )
     keep = F.col("event").isin(keep_events) if keep_events else F.lit(True)
-    user, note, t = F.col("user"), F.col("note"), F.col("t")
+    user, note, t, bad = F.col("user"), F.col("note"), F.col("t"), F.col("t_bad")
+    valid_ids = keep & user.isNotNull() & note.isNotNull()
     stats = raw.agg(
         F.count(F.lit(1)).alias("rows_read"),
         F.sum((~keep).cast("long") if keep_events else F.lit(0)).alias("dropped_event_filter"),
         F.sum((keep & user.isNull()).cast("long")).alias("dropped_null_user"),
         F.sum((keep & user.isNotNull() & note.isNull()).cast("long")).alias("dropped_null_note"),
-        F.sum((keep & user.isNotNull() & note.isNotNull() & t.isNull()).cast("long")).alias(
-            "dropped_null_ts"
-        ),
+        F.sum((valid_ids & t.isNull() & bad.isNull()).cast("long")).alias("dropped_null_ts"),
+        F.sum((valid_ids & bad.isNotNull()).cast("long")).alias("dropped_unparsed_ts"),
     ).first()
     counts: dict[str, Any] = {k: int(v or 0) for k, v in stats.asDict().items()}
+    unparsed_examples: list[str] = []
+    if counts["dropped_unparsed_ts"]:
+        found = raw.filter(valid_ids & bad.isNotNull()).select("t_bad").distinct().orderBy("t_bad").limit(3)
+        unparsed_examples = [r[0] for r in found.collect()]
 
     clean = raw.filter(keep).dropna(subset=["user", "note", "t"]).select("user", "note", "t")
     distinct = clean.distinct().persist(StorageLevel.MEMORY_AND_DISK)
@@ -276,7 +293,8 @@ def mine_pairs_spark(
             "for null ids/timestamps; check --events and the column options"
         )
     kept_rows = counts["rows_read"] - counts["dropped_event_filter"]
-    kept_rows -= counts["dropped_null_user"] + counts["dropped_null_note"] + counts["dropped_null_ts"]
+    kept_rows -= counts["dropped_null_user"] + counts["dropped_null_note"]
+    kept_rows -= counts["dropped_null_ts"] + counts["dropped_unparsed_ts"]
     counts["duplicate_events"] = kept_rows - events_kept
     counts["events"] = events_kept
     counts["users"] = int(ev_stats["users"])
@@ -415,7 +433,9 @@ def mine_pairs_spark(
             "split": list(shares),
             "seed": seed,
         }
-        summary = make_summary(logs, sources, params, counts, engine, splits, time.perf_counter() - t0)
+        examples = {"unparsed_ts": unparsed_examples}
+        seconds = time.perf_counter() - t0
+        summary = make_summary(logs, sources, params, counts, engine, splits, seconds, examples)
         report("writing", 0, 1)
         write_pairs(MineResult(pairs=dict(parts), summary=summary), out_path, force=force)
         report("writing", 1, 1)

@@ -144,6 +144,17 @@ def command(
     write_consistency: Annotated[
         int | None, typer.Option(min=1, help="Server: replicas that must ack a write (new collection).")
     ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Server: nodes in the cluster; a new collection gets its shard count from the corpus "
+            "size (a multiple of NODES, <= 5M points per shard), replication 2 and write consistency 2.",
+        ),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option(min=1, help="Server: processes uploading at once (qdrant-client upload_points).")
+    ] = 1,
 ) -> None:
     """Embed NOTES with a checkpoint and upsert them into a Qdrant collection.
 
@@ -160,6 +171,14 @@ def command(
             "give exactly one of --checkpoint RUN (embed now) or --vectors DIR (from `i2i embed`)"
         )
     frame = read_notes(notes)  # validate the input before loading a model
+    if (nodes or parallel > 1) and not qdrant_url:
+        raise UserError("--nodes and --parallel apply to a Qdrant server or cluster; add --qdrant-url URL")
+    if nodes:
+        from indexer.cluster import shard_count
+
+        shards = shards or shard_count(frame.height, nodes)
+        replicas = replicas or min(2, nodes)
+        write_consistency = write_consistency or replicas
     spec = store_spec(
         collection,
         workspace,
@@ -168,6 +187,7 @@ def command(
         shard_number=shards,
         replication_factor=replicas,
         write_consistency_factor=write_consistency,
+        upload_parallel=parallel,
     )
     embedder: Embedder
     if vectors is not None:  # embedded earlier by `i2i embed`: images were read then

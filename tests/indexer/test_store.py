@@ -129,3 +129,12 @@ def test_edge_hnsw_recall_against_exact(tmp_path: Path) -> None:
         [len({h.id for h in a} & {ids[j] for j in e}) / 10 for a, e in zip(ann, exact, strict=True)]
     )
     assert recall >= 0.95
+
+
+def test_point_id_is_uuid5_of_the_note_id() -> None:
+    import uuid
+
+    from indexer.store import POINT_NAMESPACE, point_id
+
+    for note in ["n0001", "", "é ü 中文 🎉", "a" * 1000, "42"]:
+        assert point_id(note) == str(uuid.uuid5(POINT_NAMESPACE, note))

@@ -111,21 +111,28 @@ def test_spark_and_polars_write_the_same_bytes(spark, tmp_path: Path, case: int)
         assert engine["largest_user_rows"] <= cap * cap
 
 
-def test_csv_and_a_catalog_table_read_like_parquet(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_csv_text_timestamps_and_a_catalog_table_read_like_parquet(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     logs = edge_case_logs(tmp_path / "logs")
     frame = pl.read_parquet(logs / "*.parquet").drop("event")
     csv_dir = tmp_path / "csv"
     csv_dir.mkdir()
-    frame.with_columns(pl.col("ts").dt.epoch("s")).write_csv(csv_dir / "logs.csv")
+    text = frame.with_columns(pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    bad = pl.DataFrame({"user_id": ["u1", "u2"], "note_id": ["A", "B"], "ts": ["not a time", "yesterday"]})
+    pl.concat([text, bad]).write_csv(csv_dir / "logs.csv")
     opts = {"weighting": "users", "window": "12h", "top_k": 3, "max_events_per_user": 0}
-    write_pairs(mine_pairs(csv_dir, **opts), tmp_path / "polars")  # type: ignore[arg-type]
-    mine_pairs_spark(csv_dir, tmp_path / "spark_csv", spark=spark, **opts)  # type: ignore[arg-type]
+    write_pairs(mine_pairs(csv_dir, **opts), tmp_path / "polars_csv")  # type: ignore[arg-type]
+    write_pairs(mine_pairs(logs, **opts), tmp_path / "polars")  # type: ignore[arg-type]
+    csv_summary = mine_pairs_spark(csv_dir, tmp_path / "spark_csv", spark=spark, **opts)  # type: ignore[arg-type]
     spark.read.parquet(str(logs)).createOrReplaceTempView("view_events")
     mine_pairs_spark("view_events", tmp_path / "spark_table", spark=spark, **opts)  # type: ignore[arg-type]
     for name in SPLITS:
         ours = (tmp_path / "polars" / f"{name}.parquet").read_bytes()
-        assert (tmp_path / "spark_csv" / f"{name}.parquet").read_bytes() == ours
         assert (tmp_path / "spark_table" / f"{name}.parquet").read_bytes() == ours
+        ours_csv = (tmp_path / "polars_csv" / f"{name}.parquet").read_bytes()
+        assert (tmp_path / "spark_csv" / f"{name}.parquet").read_bytes() == ours_csv
+    expected = json.loads((tmp_path / "polars_csv" / "summary.json").read_text())
+    assert csv_summary["counts"] == expected["counts"] and csv_summary["counts"]["dropped_unparsed_ts"] == 2
+    assert csv_summary["examples"] == expected["examples"] == {"unparsed_ts": ["not a time", "yesterday"]}
     summary = json.loads((tmp_path / "spark_table" / "summary.json").read_text())
     assert summary["inputs"]["files"] == ["table:view_events"]
 
