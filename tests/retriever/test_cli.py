@@ -132,19 +132,19 @@ def test_eval_takes_data_paths_from_the_run(
 
 
 def test_eval_ignores_a_foreign_truth_file_and_takes_truth_explicitly(
-    synth_platform: Path, synth_pairs: Path, tmp_path: Path
+    runs: tuple[Path, Path], synth_platform: Path, synth_pairs: Path, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
     pl.read_parquet(synth_platform / "notes.parquet").write_parquet(data / "notes.parquet")
     pl.DataFrame({"id": ["x"], "label": [1]}).write_parquet(data / "truth.parquet")  # someone else's
-    args = ("eval", "--notes", data / "notes.parquet", "--pairs", synth_pairs, "--no-ann")
-    args += ("--image-root", synth_platform)
+    args = ("eval", runs[0], "--notes", data / "notes.parquet", "--pairs", synth_pairs, "--no-ann")
+    args += ("--image-root", synth_platform, "--no-baselines")  # the tiny model alone: fast
     code, out = _invoke(*args, "--out", tmp_path / "r1")
     assert code == 0, out
     assert f"ignoring {data / 'truth.parquet'}: it lacks note_id, topic, motif" in " ".join(out.split())
     report = json.loads((tmp_path / "r1" / "report.json").read_text())
-    assert report["truth_file"] is None and "relation=image" not in report["methods"]["bm25"]["slices"]
+    assert report["truth_file"] is None and "relation=image" not in report["methods"]["a"]["slices"]
 
     code, out = _invoke(*args, "--out", tmp_path / "r2", "--truth", data / "truth.parquet")
     assert code == 2 and "lacks column(s) note_id, topic, motif" in out
@@ -152,13 +152,14 @@ def test_eval_ignores_a_foreign_truth_file_and_takes_truth_explicitly(
     code, out = _invoke(*args, "--out", tmp_path / "r3", "--truth", synth_platform / "truth.parquet")
     assert code == 0, out
     report = json.loads((tmp_path / "r3" / "report.json").read_text())
-    assert "relation=image" in report["methods"]["bm25"]["slices"]
+    assert "relation=image" in report["methods"]["a"]["slices"]
 
 
 def test_eval_out_refuses_foreign_files_and_inputs(
-    synth_platform: Path, synth_pairs: Path, tmp_path: Path
+    runs: tuple[Path, Path], synth_platform: Path, synth_pairs: Path, tmp_path: Path
 ) -> None:
-    args = ("eval", "--notes", synth_platform / "notes.parquet", "--pairs", synth_pairs, "--no-ann")
+    args = ("eval", runs[0], "--notes", synth_platform / "notes.parquet", "--pairs", synth_pairs)
+    args += ("--no-ann", "--no-baselines")
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.md").write_text("mine")
