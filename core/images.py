@@ -9,6 +9,7 @@ only regular files: a FIFO or a device named as an image would block a reader fo
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
@@ -60,8 +61,21 @@ def load_image(path: str | Path | None, max_side: int = 1024) -> tuple[Image.Ima
     handle = open_regular_file(path)
     if handle is None:
         return blank_image(), False
+    with handle:
+        return _decode(handle, max_side)
+
+
+def load_image_bytes(data: bytes, max_side: int = 1024) -> tuple[Image.Image, bool]:
+    """`load_image` for an image held in memory (e.g. uploaded to a server): the same
+    size cap and never-raising contract, and no file is opened."""
+    if not data:
+        return blank_image(), False
+    return _decode(io.BytesIO(data), max_side)
+
+
+def _decode(source: BinaryIO, max_side: int) -> tuple[Image.Image, bool]:
     try:
-        with handle, Image.open(handle) as im:
+        with Image.open(source) as im:
             w, h = im.size
             if w * h > MAX_DECODE_PIXELS:
                 im.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale

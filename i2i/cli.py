@@ -26,7 +26,7 @@ import typer
 from rich.console import Console
 
 from core.errors import UserError
-from i2i.commands import demo, embed, emoji, evaluate, index, mine_pairs, models, related, synth, train
+from i2i.commands import demo, embed, emoji, evaluate, index, mine_pairs, models, related, serve, synth, train
 
 app = typer.Typer(
     name="i2i",
@@ -79,6 +79,7 @@ app.command("index")(user_errors(index.command))
 app.command("related")(user_errors(related.command))
 app.command("eval")(user_errors(evaluate.command))
 app.command("demo")(user_errors(demo.command))
+app.command("serve")(user_errors(serve.command))
 
 
 def main() -> None:

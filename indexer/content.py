@@ -33,14 +33,22 @@ def image_signature(image: str | None, image_root: str | Path | None) -> str | N
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def content_hash(note: Note, image_root: str | Path | None) -> str:
-    """Stable hex digest of what the embedding of `note` depends on (see module docstring)."""
+def content_hash(note: Note, image_root: str | Path | None, image_bytes: bytes | None = None) -> str:
+    """Stable hex digest of what the embedding of `note` depends on (see module docstring).
+
+    `image_bytes`: the note's image itself (e.g. uploaded to `i2i serve`); its SHA-256
+    stands in for the file signature and nothing is read from disk.
+    """
+    if image_bytes is not None:
+        image, signature = "upload", "sha256:" + hashlib.sha256(image_bytes).hexdigest()
+    else:
+        image, signature = note.get("image"), image_signature(note.get("image"), image_root)
     key = [
         note.get("title") or "",
         note.get("content") or "",
         list(note.get("tags") or []),
-        note.get("image"),
-        image_signature(note.get("image"), image_root),
+        image,
+        signature,
     ]
     blob = json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:32]

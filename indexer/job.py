@@ -69,6 +69,17 @@ class IndexSummary:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
+def note_payload(note: Note, digest: str, model_id: str) -> dict[str, str]:
+    """The payload stored with a note's vector: what `related` shows and what makes
+    re-indexing incremental (`content_hash` under `model_id`)."""
+    return {
+        "note_id": note["note_id"],
+        "title": note.get("title") or "",
+        "content_hash": digest,
+        "model_id": model_id,
+    }
+
+
 @dataclass(frozen=True)
 class _Pending:
     note: Note
@@ -187,15 +198,7 @@ def index_notes(
             else:
                 _check_images(batch, image_root, summary)
                 vecs = _embed_checked(embedder, [p.note for p in batch], image_root, embed_batch_size)
-            payloads = [
-                {
-                    "note_id": p.note["note_id"],
-                    "title": p.note.get("title") or "",
-                    "content_hash": p.digest,
-                    "model_id": meta.model_id,
-                }
-                for p in batch
-            ]
+            payloads = [note_payload(p.note, p.digest, meta.model_id) for p in batch]
             yield [p.pid for p in batch], vecs, payloads
             summary.embedded += len(batch)
             if on_progress:

@@ -8,7 +8,10 @@ server keeps results identical and gives one clear "unknown note" path).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 from core.errors import UserError
 from indexer.store import VectorStore, point_id
@@ -38,7 +41,15 @@ def related(store: VectorStore, note_id: str, k: int = 10) -> list[Related]:
             f"note {note_id!r} is not in {store.location} ({store.count()} notes); "
             "check the id, or index it with `i2i index`"
         )
-    hits = store.query(found[0].vector, k, exclude=[pid])
+    return related_to_vector(store, found[0].vector, k, exclude=[pid])
+
+
+def related_to_vector(
+    store: VectorStore, vector: np.ndarray, k: int, exclude: Sequence[str] = ()
+) -> list[Related]:
+    """Top-k notes nearest to `vector` (e.g. an unseen note's embedding), skipping the
+    point ids in `exclude`, best first."""
+    hits = store.query(vector, k, exclude=exclude)
     return [
         Related(
             rank=i + 1,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from core.contracts import Note, resolve_image
 from core.errors import UserError
@@ -92,14 +93,21 @@ class NoteEmbedder:
         self.missing_images = 0
 
     def _pixels(
-        self, notes: Sequence[Note], image_root: str | Path | None, blank: str | None
+        self,
+        notes: Sequence[Note],
+        image_root: str | Path | None,
+        blank: str | None,
+        images: Sequence[Image.Image | None] | None = None,
     ) -> torch.Tensor:
         transform = self.model.vision.transform
 
-        def load(note: Note) -> tuple[torch.Tensor, str]:
+        def load(i: int) -> tuple[torch.Tensor, str]:
             if blank == "image":
                 return transform(blank_image()), "ok"
-            path = resolve_image(note.get("image"), image_root, confine=self.confine_images)
+            if images is not None:  # decoded by the caller; no path is opened
+                image = images[i]
+                return (transform(blank_image()), "missing") if image is None else (transform(image), "ok")
+            path = resolve_image(notes[i].get("image"), image_root, confine=self.confine_images)
             if path is None or not path.exists():
                 return transform(blank_image()), "missing"
             image, ok = load_image(path)
@@ -107,9 +115,9 @@ class NoteEmbedder:
 
         if self.image_threads > 1 and len(notes) > 1:
             with ThreadPoolExecutor(max_workers=self.image_threads) as pool:
-                results = list(pool.map(load, notes))
+                results = list(pool.map(load, range(len(notes))))
         else:
-            results = [load(n) for n in notes]
+            results = [load(i) for i in range(len(notes))]
         self.missing_images += sum(s == "missing" for _, s in results)
         self.broken_images += sum(s == "broken" for _, s in results)
         return torch.stack([x for x, _ in results])  # (B, 3, H, W)
@@ -120,11 +128,16 @@ class NoteEmbedder:
         image_root: str | Path | None = None,
         batch_size: int = 32,
         blank: str | None = None,
+        images: Sequence[Image.Image | None] | None = None,
     ) -> np.ndarray:
         """(len(notes), dim) float32, L2-normalised, in input order.
 
         `blank`: "image" (grey images) or "text" (empty fields); default `self.blank`.
+        `images`: already decoded RGB images, one per note (None: no image), used instead
+        of the notes' `image` paths (a server embedding uploads opens no file).
         """
+        if images is not None and len(images) != len(notes):
+            raise ValueError(f"{len(images)} images for {len(notes)} notes")
         blank = blank if blank is not None else self.blank
         if blank not in BLANKS:
             raise UserError(f"unknown blank {blank!r}; choose image, text or None")
@@ -143,7 +156,8 @@ class NoteEmbedder:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 chunk = [notes[i] for i in idx]
-                pixels = self._pixels(chunk, image_root, blank) if model.uses_images else None
+                chunk_images = [images[i] for i in idx] if images is not None else None
+                pixels = self._pixels(chunk, image_root, blank, chunk_images) if model.uses_images else None
                 emb = model(collator(chunk, pixels)).multimodal  # (b, dim)
                 out[idx] = emb.float().cpu().numpy()
         model.train(was_training)
