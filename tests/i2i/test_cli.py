@@ -32,7 +32,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 def test_help_lists_every_command() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("synth", "mine-pairs", "train", "index", "related", "eval", "demo", "models"):
+    for name in ("synth", "mine-pairs", "train", "index", "related", "eval", "demo", "models", "serve"):
         assert name in result.output
 
 
@@ -62,7 +62,16 @@ def test_usage_errors_exit_2_under_the_runner(args: list[str], message: str) -> 
 
 
 def test_importing_the_cli_loads_no_heavy_library() -> None:
-    heavy = ("torch", "transformers", "polars", "matplotlib", "PIL")
+    heavy = (
+        "torch",
+        "transformers",
+        "polars",
+        "matplotlib",
+        "PIL",
+        "fastapi",
+        "uvicorn",
+        "prometheus_client",
+    )
     code = f"import sys, i2i.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     proc = subprocess.run(
         [sys.executable, "-c", code],
