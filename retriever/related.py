@@ -9,7 +9,7 @@ server keeps results identical and gives one clear "unknown note" path).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,7 +27,8 @@ class Related:
     title: str
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        # Spelled out: `dataclasses.asdict` deep-copies and costs more than a query.
+        return {"rank": self.rank, "score": self.score, "note_id": self.note_id, "title": self.title}
 
 
 def related(store: VectorStore, note_id: str, k: int = 10) -> list[Related]:

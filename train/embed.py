@@ -148,7 +148,8 @@ class NoteEmbedder:
             return out
         model = self.model
         was_training = model.training
-        model.eval()
+        if was_training:  # (each switch walks every module: milliseconds per call)
+            model.eval()
         collator = NoteCollator(model.tokenizer, model.config, blank_text=blank == "text")
         order = sorted(range(len(notes)), key=lambda i: -_text_len(notes[i]))  # longest first
         cuda = self.device.type == "cuda"
@@ -160,7 +161,8 @@ class NoteEmbedder:
                 pixels = self._pixels(chunk, image_root, blank, chunk_images) if model.uses_images else None
                 emb = model(collator(chunk, pixels)).multimodal  # (b, dim)
                 out[idx] = emb.float().cpu().numpy()
-        model.train(was_training)
+        if was_training:
+            model.train()
         return out
 
 

@@ -27,6 +27,14 @@ def command(
     device: Annotated[
         str | None, typer.Option(help="Model device: cpu, cuda, cuda:1 (default: auto).")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Torch threads per forward pass (default: torch's choice). On a shared or small "
+            "machine, 1 is often faster for small models.",
+        ),
+    ] = None,
     max_batch: Annotated[
         int, typer.Option(min=1, help="Most notes per embedding forward pass (1: no dynamic batching).")
     ] = 32,
@@ -66,6 +74,7 @@ def command(
         checkpoint=checkpoint,
         store=store_spec(collection, workspace, qdrant_url, qdrant_api_key),
         device=device,
+        threads=threads,
         host=host,
         port=port,
         limits=Limits(

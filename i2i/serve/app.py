@@ -156,8 +156,9 @@ def create_app(settings: ServeSettings, service: NoteService, metrics: Metrics |
     """
     metrics = metrics or Metrics()
     limits = settings.limits
-    writer = Depends(bearer_guard(settings.api_key))
-    reader = Depends(bearer_guard(settings.api_key if settings.auth_all else None))
+    guard = [Depends(bearer_guard(settings.api_key))] if settings.api_key else []
+    writer = guard
+    reader = guard if settings.auth_all else []
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -202,7 +203,7 @@ def create_app(settings: ServeSettings, service: NoteService, metrics: Metrics |
         ready, details = service.readiness()
         return JSONResponse({"ready": ready, **details}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["health"], dependencies=[reader], response_class=Response)
+    @app.get("/metrics", tags=["health"], dependencies=reader, response_class=Response)
     async def prometheus() -> Response:
         """Prometheus metrics (text exposition format)."""
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -212,7 +213,7 @@ def create_app(settings: ServeSettings, service: NoteService, metrics: Metrics |
         tags=["related"],
         response_model=RelatedOut,
         responses=ERRORS,
-        dependencies=[reader],
+        dependencies=reader,
     )
     async def related_by_id(note_id: str = NOTE_ID, k: int = K) -> Response:
         """Top-k notes related to an indexed note (itself excluded), best first."""
@@ -224,7 +225,7 @@ def create_app(settings: ServeSettings, service: NoteService, metrics: Metrics |
         response_model=RelatedOut,
         responses=ERRORS,
         openapi_extra=NOTE_BODY,
-        dependencies=[reader],
+        dependencies=reader,
     )
     async def related_to_note(request: Request, k: int = K) -> Response:
         """Top-k notes related to the note in the body, embedded now and not indexed."""
@@ -237,7 +238,7 @@ def create_app(settings: ServeSettings, service: NoteService, metrics: Metrics |
         response_model=NoteStatus,
         responses={**ERRORS, 201: {"model": NoteStatus, "description": "created"}},
         openapi_extra=NOTE_BODY,
-        dependencies=[writer],
+        dependencies=writer,
     )
     async def put_note(request: Request, note_id: str = NOTE_ID) -> JSONResponse:
         """Embed and upsert one note; searchable (and durable) when this returns."""
@@ -247,7 +248,7 @@ def create_app(settings: ServeSettings, service: NoteService, metrics: Metrics |
             {"note_id": note_id, "status": status}, status_code=201 if status == "created" else 200
         )
 
-    @app.post("/v1/notes", tags=["notes"], response_model=NotesOut, responses=ERRORS, dependencies=[writer])
+    @app.post("/v1/notes", tags=["notes"], response_model=NotesOut, responses=ERRORS, dependencies=writer)
     async def put_notes(batch: NotesIn) -> JSONResponse:
         """Embed and upsert a batch of notes (each with its `note_id`)."""
         items = await read_note_batch(batch, limits)
@@ -260,7 +261,7 @@ def create_app(settings: ServeSettings, service: NoteService, metrics: Metrics |
         tags=["notes"],
         response_model=NoteStatus,
         responses=ERRORS,
-        dependencies=[writer],
+        dependencies=writer,
     )
     async def delete_note(note_id: str = NOTE_ID) -> JSONResponse:
         """Remove a note from the collection; 404 if it is not there."""

@@ -3,7 +3,7 @@
 - `BodyLimit`: an ASGI middleware refusing bodies over a byte limit with 413, from the
   `Content-Length` header when there is one, else while the body streams in.
 - `bearer_guard(key)`: a FastAPI dependency requiring `Authorization: Bearer <key>`
-  (constant-time comparison); 401 otherwise. With no key configured it lets all through.
+  (constant-time comparison); 401 otherwise.
 """
 
 from __future__ import annotations
@@ -79,13 +79,14 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 _bearer = HTTPBearer(auto_error=False, description="The server's I2I_API_KEY as a bearer token.")
 
 
-def bearer_guard(api_key: str | None) -> Callable[..., None]:
-    """A dependency that requires `api_key` as the bearer token (nothing when None)."""
-    expected = api_key.encode() if api_key else None
+def bearer_guard(api_key: str) -> Callable[..., Awaitable[None]]:
+    """A dependency that requires `api_key` as the bearer token.
 
-    def check(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:  # noqa: B008
-        if expected is None:
-            return
+    (A coroutine: FastAPI would run a plain function in a worker thread, a thread hop on
+    every request.)"""
+    expected = api_key.encode()
+
+    async def check(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:  # noqa: B008
         if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected):
             raise ApiError(
                 401,

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
+import torch
 import uvicorn
 
 from core.errors import UserError
@@ -33,6 +34,8 @@ def build_service(settings: ServeSettings) -> tuple[NoteService, str]:
     """Load the embedder, open the store and the collection (created when missing).
     Returns the service and "created" or "opened"."""
 
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     embedder = load_embedder(settings.checkpoint, device=settings.device)
     store = open_store(settings.store)
     try:

@@ -46,6 +46,7 @@ class ServeSettings:
     checkpoint: Path
     store: StoreSpec
     device: str | None = None
+    threads: int | None = None  # torch intra-op threads (None: torch's default)
     host: str = "127.0.0.1"
     port: int = 8000
     limits: Limits = field(default_factory=Limits)
