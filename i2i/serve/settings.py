@@ -10,6 +10,7 @@ from core.errors import UserError
 from indexer.backends import StoreSpec
 
 API_KEY_ENV = "I2I_API_KEY"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class ServeSettings:
             )
         if self.auth_all and not self.api_key:
             raise UserError(f"--auth-all needs an API key: set {API_KEY_ENV}")
+        if self.api_key is None and self.host not in LOOPBACK:
+            raise UserError(
+                f"listening on {self.host} without an API key would let anyone on the network write "
+                f"notes; set {API_KEY_ENV} (clients send it as a bearer token) or use --host 127.0.0.1"
+            )
         if not 0 < self.port < 65536:
             raise UserError(f"--port must be in 1..65535, got {self.port}")
 

@@ -409,3 +409,37 @@ def test_persistence_kill9_sigterm_and_model_guard(checkpoints: tuple[Path, Path
         build_service(ServeSettings(checkpoint=checkpoints[1], store=StoreSpec(workspace=ws)))
     with open_store(StoreSpec(workspace=ws)) as store:  # and left it closed for others
         assert store.count() == 25
+
+
+def test_app_over_a_qdrant_client_store(checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
+    """The server-backend path (store calls in worker threads), with qdrant-client's local
+    mode standing in for a Qdrant server, driven in-process through ASGI."""
+    import asyncio
+
+    from i2i.serve.app import create_app
+    from i2i.serve.server import build_service
+    from i2i.serve.settings import ServeSettings
+    from indexer.backends import StoreSpec
+
+    settings = ServeSettings(checkpoint=checkpoints[0], store=StoreSpec(local_path=tmp_path / "local"))
+    service, status = build_service(settings)
+    assert status == "created" and not service.inline_store
+    app = create_app(settings, service)
+    notes = [{"note_id": f"c{i}", "title": f"note {i}", "content": "word " * i} for i in range(4)]
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serve") as client:
+            r = await client.post("/v1/notes", json={"notes": notes})  # no key configured: open
+            assert [x["status"] for x in r.json()["results"]] == ["created"] * 4
+            r = await client.get("/v1/related/c1", params={"k": 2})
+            assert r.status_code == 200 and len(r.json()["related"]) == 2
+            assert "c1" not in {x["note_id"] for x in r.json()["related"]}
+            assert (await client.get("/readyz")).json()["points"] == 4
+            assert (await client.delete("/v1/notes/c1")).status_code == 200
+            assert (await client.get("/v1/related/c1")).status_code == 404
+
+    try:
+        asyncio.run(main())
+    finally:
+        service.close()
