@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MAX_IMAGE_BYTES = 20_000
+# Generous timeouts: on a loaded shared machine a forward pass can take seconds.
+http = httpx.Client(timeout=120)
 
 
 def _free_port() -> int:
@@ -60,13 +62,13 @@ class Server:
         self._log_file = log.open("ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 120.0) -> Server:
+    def wait_ready(self, timeout: float = 600.0) -> Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.output()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if http.get(self.url + "/healthz", timeout=5).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -78,7 +80,7 @@ class Server:
             self._log_file.flush()
         return self.log.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 300.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -148,23 +150,23 @@ def _error(response: httpx.Response, status: int, code: str) -> str:
 def test_health_ready_openapi_metrics(server: Server, checkpoints: tuple[Path, Path]) -> None:
     from train.checkpoint import checkpoint_id
 
-    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
-    ready = httpx.get(server.url + "/readyz")
+    assert http.get(server.url + "/healthz").json() == {"status": "ok"}
+    ready = http.get(server.url + "/readyz")
     assert ready.status_code == 200, ready.text
     body = ready.json()
     assert body["ready"] is True and body["points"] == 24
     assert body["model_id"] == body["collection_model_id"] == checkpoint_id(checkpoints[0] / "best")
 
-    spec = httpx.get(server.url + "/openapi.json").json()
+    spec = http.get(server.url + "/openapi.json").json()
     assert {"/v1/related/{note_id}", "/v1/related", "/v1/notes/{note_id}", "/v1/notes", "/readyz"} <= set(
         spec["paths"]
     )
     assert {"put", "delete"} <= set(spec["paths"]["/v1/notes/{note_id}"])
     assert "multipart/form-data" in spec["paths"]["/v1/related"]["post"]["requestBody"]["content"]
-    assert httpx.get(server.url + "/docs").status_code == 200
+    assert http.get(server.url + "/docs").status_code == 200
 
-    httpx.get(server.url + "/v1/related/n000001")
-    text = httpx.get(server.url + "/metrics").text
+    http.get(server.url + "/v1/related/n000001")
+    text = http.get(server.url + "/metrics").text
     assert 'i2i_http_requests_total{method="GET",route="/v1/related/{note_id}",status="200"}' in text
     assert (
         'i2i_http_request_duration_seconds_bucket{le="0.005",method="GET",route="/v1/related/{note_id}"}'
@@ -175,7 +177,7 @@ def test_health_ready_openapi_metrics(server: Server, checkpoints: tuple[Path, P
 
 
 def test_related_by_id(server: Server) -> None:
-    r = httpx.get(server.url + "/v1/related/n000003", params={"k": 5})
+    r = http.get(server.url + "/v1/related/n000003", params={"k": 5})
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["note_id"] == "n000003"
@@ -185,60 +187,60 @@ def test_related_by_id(server: Server) -> None:
     scores = [x["score"] for x in answer["related"]]
     assert scores == sorted(scores, reverse=True)
     assert set(answer["related"][0]) == {"rank", "score", "note_id", "title"}  # `i2i related --json`
-    assert len(httpx.get(server.url + "/v1/related/n000003").json()["related"]) == 10  # default k
+    assert len(http.get(server.url + "/v1/related/n000003").json()["related"]) == 10  # default k
 
 
 def test_errors(server: Server) -> None:
     url = server.url
-    msg = _error(httpx.get(url + "/v1/related/no-such-note"), 404, "not_found")
+    msg = _error(http.get(url + "/v1/related/no-such-note"), 404, "not_found")
     assert "no-such-note" in msg
-    _error(httpx.get(url + "/v1/related/n000003", params={"k": 0}), 422, "invalid")
-    _error(httpx.get(url + "/v1/related/n000003", params={"k": 21}), 422, "invalid")  # --max-k 20
-    _error(httpx.get(url + "/v1/nothing-here"), 404, "no_route")
+    _error(http.get(url + "/v1/related/n000003", params={"k": 0}), 422, "invalid")
+    _error(http.get(url + "/v1/related/n000003", params={"k": 21}), 422, "invalid")  # --max-k 20
+    _error(http.get(url + "/v1/nothing-here"), 404, "no_route")
 
     bad_json = b'{"title": "x", '
     headers = {**AUTH, "content-type": "application/json"}
-    _error(httpx.put(url + "/v1/notes/x", content=bad_json, headers=headers), 400, "bad_json")
-    _error(httpx.post(url + "/v1/notes", content=bad_json, headers=headers), 400, "bad_json")
-    _error(httpx.post(url + "/v1/related", content=bad_json, headers=headers), 400, "bad_json")
-    _error(httpx.put(url + "/v1/notes/x", content=b"x", headers={**AUTH, "content-type": "text/plain"}), 415,
+    _error(http.put(url + "/v1/notes/x", content=bad_json, headers=headers), 400, "bad_json")
+    _error(http.post(url + "/v1/notes", content=bad_json, headers=headers), 400, "bad_json")
+    _error(http.post(url + "/v1/related", content=bad_json, headers=headers), 400, "bad_json")
+    _error(http.put(url + "/v1/notes/x", content=b"x", headers={**AUTH, "content-type": "text/plain"}), 415,
            "unsupported_media_type")  # fmt: skip
 
     # The server opens no path a client names: an `image` field is refused.
-    msg = _error(httpx.put(url + "/v1/notes/x", json={"image": "/etc/passwd"}, headers=AUTH), 422, "invalid")
+    msg = _error(http.put(url + "/v1/notes/x", json={"image": "/etc/passwd"}, headers=AUTH), 422, "invalid")
     assert "image_base64" in msg
 
     big = os.urandom(MAX_IMAGE_BYTES + 1)
     b64 = base64.b64encode(big).decode()
-    _error(httpx.put(url + "/v1/notes/x", json={"image_base64": b64}, headers=AUTH), 413, "image_too_large")
+    _error(http.put(url + "/v1/notes/x", json={"image_base64": b64}, headers=AUTH), 413, "image_too_large")
     files = {"image": ("big.png", big, "image/png")}
-    _error(httpx.put(url + "/v1/notes/x", files=files, headers=AUTH), 413, "image_too_large")
-    _error(httpx.post(url + "/v1/related", files=files), 413, "image_too_large")
+    _error(http.put(url + "/v1/notes/x", files=files, headers=AUTH), 413, "image_too_large")
+    _error(http.post(url + "/v1/related", files=files), 413, "image_too_large")
 
     corrupt = base64.b64encode(_png()[:60]).decode()  # a truncated PNG
-    _error(httpx.put(url + "/v1/notes/x", json={"image_base64": corrupt}, headers=AUTH), 422, "bad_image")
+    _error(http.put(url + "/v1/notes/x", json={"image_base64": corrupt}, headers=AUTH), 422, "bad_image")
     files = {"image": ("x.png", b"not an image at all", "image/png")}
-    _error(httpx.post(url + "/v1/related", files=files), 422, "bad_image")
-    _error(httpx.post(url + "/v1/related", json={"image_base64": "%%%"}), 422, "bad_base64")
-    _error(httpx.post(url + "/v1/related", json={"content": "x" * 20_001}), 422, "too_long")
+    _error(http.post(url + "/v1/related", files=files), 422, "bad_image")
+    _error(http.post(url + "/v1/related", json={"image_base64": "%%%"}), 422, "bad_base64")
+    _error(http.post(url + "/v1/related", json={"content": "x" * 20_001}), 422, "too_long")
 
     huge = b'{"notes": [' + b" " * 10_000_000 + b"]}"
-    _error(httpx.post(url + "/v1/notes", content=huge, headers=headers), 413, "body_too_large")
+    _error(http.post(url + "/v1/notes", content=huge, headers=headers), 413, "body_too_large")
     notes = [{"note_id": f"t{i}", "title": "t"} for i in range(9)]  # --max-notes-per-request 8
-    _error(httpx.post(url + "/v1/notes", json={"notes": notes}, headers=AUTH), 413, "too_many_notes")
+    _error(http.post(url + "/v1/notes", json={"notes": notes}, headers=AUTH), 413, "too_many_notes")
     dup = [{"note_id": "d", "title": "a"}, {"note_id": "d", "title": "b"}]
-    _error(httpx.post(url + "/v1/notes", json={"notes": dup}, headers=AUTH), 422, "duplicate_id")
-    _error(httpx.put(url + "/v1/notes/x", json={"note_id": "y"}, headers=AUTH), 422, "id_mismatch")
+    _error(http.post(url + "/v1/notes", json={"notes": dup}, headers=AUTH), 422, "duplicate_id")
+    _error(http.put(url + "/v1/notes/x", json={"note_id": "y"}, headers=AUTH), 422, "id_mismatch")
 
     # Missing or wrong key on write routes; reads stay open (no --auth-all).
     for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
-        r = httpx.put(url + "/v1/notes/x", json={"title": "x"}, headers=auth)
+        r = http.put(url + "/v1/notes/x", json={"title": "x"}, headers=auth)
         _error(r, 401, "unauthorized")
         assert r.headers["www-authenticate"] == "Bearer"
-        _error(httpx.delete(url + "/v1/notes/n000001", headers=auth), 401, "unauthorized")
-        _error(httpx.post(url + "/v1/notes", json={"notes": []}, headers=auth), 401, "unauthorized")
-    assert httpx.get(url + "/v1/related/n000001").status_code == 200
-    assert httpx.get(url + "/v1/related/x").status_code == 404  # nothing above was written
+        _error(http.delete(url + "/v1/notes/n000001", headers=auth), 401, "unauthorized")
+        _error(http.post(url + "/v1/notes", json={"notes": []}, headers=auth), 401, "unauthorized")
+    assert http.get(url + "/v1/related/n000001").status_code == 200
+    assert http.get(url + "/v1/related/x").status_code == 404  # nothing above was written
 
 
 def test_upsert_then_related_then_delete(server: Server) -> None:
@@ -249,49 +251,49 @@ def test_upsert_then_related_then_delete(server: Server) -> None:
     form = {"title": note["title"], "content": note["content"], "tags": note["tags"]}
 
     # Related to an unseen note (not indexed by asking).
-    r = httpx.post(url + "/v1/related", data={**form, "note_id": "fresh"}, files=files, params={"k": 3})
+    r = http.post(url + "/v1/related", data={**form, "note_id": "fresh"}, files=files, params={"k": 3})
     assert r.status_code == 200, r.text
     assert r.json()["note_id"] == "fresh" and len(r.json()["related"]) == 3
-    _error(httpx.get(url + "/v1/related/fresh"), 404, "not_found")
+    _error(http.get(url + "/v1/related/fresh"), 404, "not_found")
 
-    r = httpx.put(url + "/v1/notes/fresh", data=form, files=files, headers=AUTH)
+    r = http.put(url + "/v1/notes/fresh", data=form, files=files, headers=AUTH)
     assert (r.status_code, r.json()) == (201, {"note_id": "fresh", "status": "created"})
-    r = httpx.get(url + "/v1/related/fresh", params={"k": 5})  # searchable when PUT returned
+    r = http.get(url + "/v1/related/fresh", params={"k": 5})  # searchable when PUT returned
     assert r.status_code == 200 and len(r.json()["related"]) == 5
 
     # The same note (JSON, image as base64) is its own nearest neighbour.
     body = {**note, "image_base64": base64.b64encode(image).decode()}
-    top = httpx.post(url + "/v1/related", json=body, params={"k": 1}).json()["related"][0]
+    top = http.post(url + "/v1/related", json=body, params={"k": 1}).json()["related"][0]
     assert top["note_id"] == "fresh" and top["title"] == note["title"]
     assert top["score"] == pytest.approx(1.0, abs=1e-4)
 
     # Idempotent by content hash: same content -> unchanged; new content -> updated.
-    r = httpx.put(url + "/v1/notes/fresh", json=body, headers=AUTH)
+    r = http.put(url + "/v1/notes/fresh", json=body, headers=AUTH)
     assert (r.status_code, r.json()["status"]) == (200, "unchanged")
-    r = httpx.put(url + "/v1/notes/fresh", json={**body, "title": "blue bike"}, headers=AUTH)
+    r = http.put(url + "/v1/notes/fresh", json={**body, "title": "blue bike"}, headers=AUTH)
     assert (r.status_code, r.json()["status"]) == (200, "updated")
-    top = httpx.post(url + "/v1/related", json={**body, "title": "blue bike"}, params={"k": 1}).json()
+    top = http.post(url + "/v1/related", json={**body, "title": "blue bike"}, params={"k": 1}).json()
     assert top["related"][0]["title"] == "blue bike"
 
     batch = [{"note_id": "b1", "title": "pasta"}, {"note_id": "fresh", "title": "blue bike", **note}]
     batch[1]["title"] = "blue bike"
     batch[1]["image_base64"] = body["image_base64"]
-    r = httpx.post(url + "/v1/notes", json={"notes": batch}, headers=AUTH)
+    r = http.post(url + "/v1/notes", json={"notes": batch}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert r.json()["results"] == [
         {"note_id": "b1", "status": "created"},
         {"note_id": "fresh", "status": "unchanged"},
     ]
-    assert httpx.get(url + "/readyz").json()["points"] == 26
+    assert http.get(url + "/readyz").json()["points"] == 26
 
     for nid in ("fresh", "b1"):
-        r = httpx.delete(url + f"/v1/notes/{nid}", headers=AUTH)
+        r = http.delete(url + f"/v1/notes/{nid}", headers=AUTH)
         assert r.json() == {"note_id": nid, "status": "deleted"}
-        _error(httpx.get(url + f"/v1/related/{nid}"), 404, "not_found")
-        _error(httpx.delete(url + f"/v1/notes/{nid}", headers=AUTH), 404, "not_found")
-    ids = {x["note_id"] for x in httpx.get(url + "/v1/related/n000003", params={"k": 20}).json()["related"]}
+        _error(http.get(url + f"/v1/related/{nid}"), 404, "not_found")
+        _error(http.delete(url + f"/v1/notes/{nid}", headers=AUTH), 404, "not_found")
+    ids = {x["note_id"] for x in http.get(url + "/v1/related/n000003", params={"k": 20}).json()["related"]}
     assert "fresh" not in ids and "b1" not in ids
-    assert httpx.get(url + "/readyz").json()["points"] == 24
+    assert http.get(url + "/readyz").json()["points"] == 24
 
 
 def test_queue_full_answers_503(server: Server) -> None:
@@ -301,7 +303,7 @@ def test_queue_full_answers_503(server: Server) -> None:
 
     def send(i: int) -> None:
         notes = [{"note_id": f"q{i}-{j}", "title": f"queue {i} {j}"} for j in range(8)]
-        r = httpx.post(server.url + "/v1/notes", json={"notes": notes}, headers=AUTH, timeout=120)
+        r = http.post(server.url + "/v1/notes", json={"notes": notes}, headers=AUTH, timeout=120)
         with lock:
             results.append(r)
 
@@ -316,7 +318,7 @@ def test_queue_full_answers_503(server: Server) -> None:
         if r.status_code == 503:
             assert r.headers["retry-after"] == "1"
             assert "queue is full" in _error(r, 503, "overloaded")
-    text = httpx.get(server.url + "/metrics").text
+    text = http.get(server.url + "/metrics").text
     rejected = next(line for line in text.splitlines() if line.startswith("i2i_embed_rejected_total"))
     assert float(rejected.split()[-1]) >= codes.count(503)
     # Batching happened: some forward pass embedded more than one note.
@@ -325,7 +327,7 @@ def test_queue_full_answers_503(server: Server) -> None:
     assert float(le1.split()[-1]) < float(count.split()[-1])
     for r in results:  # clean up what was admitted
         for item in r.json().get("results", []):
-            httpx.delete(server.url + f"/v1/notes/{item['note_id']}", headers=AUTH)
+            http.delete(server.url + f"/v1/notes/{item['note_id']}", headers=AUTH)
 
 
 def test_persistence_kill9_sigterm_and_model_guard(checkpoints: tuple[Path, Path], tmp_path: Path) -> None:
@@ -339,45 +341,45 @@ def test_persistence_kill9_sigterm_and_model_guard(checkpoints: tuple[Path, Path
     ws = tmp_path / "ws"
     log = tmp_path / "serve.log"
     first = Server(checkpoints[0], ws, log).wait_ready()  # empty workspace
-    assert httpx.get(first.url + "/readyz").json()["points"] == 0  # collection created
+    assert http.get(first.url + "/readyz").json()["points"] == 0  # collection created
     notes = [{"note_id": f"p{i}", "title": f"note {i}", "content": "word " * i} for i in range(8)]
-    r = httpx.post(first.url + "/v1/notes", json={"notes": notes}, headers=AUTH)
+    r = http.post(first.url + "/v1/notes", json={"notes": notes}, headers=AUTH)
     assert r.status_code == 200, r.text
 
     # kill -9 right after an acknowledged PUT: the note is there after a restart.
-    r = httpx.put(
+    r = http.put(
         first.url + "/v1/notes/acked", json={"title": "acknowledged", "content": "x y"}, headers=AUTH
     )
     assert r.status_code == 201, r.text
-    answer = httpx.get(first.url + "/v1/related/acked", params={"k": 5}).json()
+    answer = http.get(first.url + "/v1/related/acked", params={"k": 5}).json()
     first.stop(signal.SIGKILL)
 
     second = Server(checkpoints[0], ws, log, "--max-batch", "1").wait_ready()
-    assert httpx.get(second.url + "/readyz").json()["points"] == 9
-    again = httpx.get(second.url + "/v1/related/acked", params={"k": 5}).json()
+    assert http.get(second.url + "/readyz").json()["points"] == 9
+    again = http.get(second.url + "/v1/related/acked", params={"k": 5}).json()
     assert [x["note_id"] for x in again["related"]] == [x["note_id"] for x in answer["related"]]
 
     # readyz reads the collection's model id live.
     meta_file = ws / "qdrant" / "notes" / META_FILE
     original = meta_file.read_text()
     meta_file.write_text(json.dumps({**json.loads(original), "model_id": "another-model"}))
-    r = httpx.get(second.url + "/readyz")
+    r = http.get(second.url + "/readyz")
     assert r.status_code == 503 and "another-model" in r.json()["problem"]
     meta_file.write_text(original)
-    assert httpx.get(second.url + "/readyz").status_code == 200
+    assert http.get(second.url + "/readyz").status_code == 200
 
     # SIGTERM while a request is in flight: it completes, then the server exits 0.
     box: dict[str, object] = {}
 
     def slow_batch() -> None:
         batch = [{"note_id": f"s{i}", "title": f"slow {i}", "content": "word " * i} for i in range(16)]
-        box["response"] = httpx.post(
+        box["response"] = http.post(
             second.url + "/v1/notes", json={"notes": batch}, headers=AUTH, timeout=120
         )
         box["done_at"] = time.monotonic()
 
     def forward_passes() -> float:
-        text = httpx.get(second.url + "/metrics").text
+        text = http.get(second.url + "/metrics").text
         return float(
             next(x for x in text.splitlines() if x.startswith("i2i_embed_batch_size_count")).split()[-1]
         )
