@@ -53,3 +53,18 @@ def test_confined_paths_never_leave_the_image_root(tmp_path: Path) -> None:
         assert resolve_image(bad, root, confine=True) is None, bad
         assert resolve_image(bad, root) is not None  # the default trusts the notes table
     assert resolve_image("a.png", None, confine=True) is None
+
+
+def test_images_from_bytes_decode_like_files() -> None:
+    import io
+
+    from core.images import load_image_bytes
+
+    buf = io.BytesIO()
+    Image.new("RGBA", (2000, 500), (0, 0, 255, 0)).save(buf, format="PNG")
+    image, ok = load_image_bytes(buf.getvalue(), max_side=400)
+    assert ok and image.mode == "RGB" and image.size == (400, 100)
+    assert image.getpixel((0, 0)) == (255, 255, 255)  # transparent -> white, as for files
+    for bad in (b"", b"not an image", buf.getvalue()[:100]):
+        image, ok = load_image_bytes(bad)
+        assert not ok and image.size == (224, 224)
