@@ -3,8 +3,6 @@ SmolLM2's 30 layers, so it stays fast), the `i2i models` commands, and clear err
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -28,7 +26,6 @@ def _one_thread():
 
 @pytest.mark.slow
 def test_smollm2_efficientnet_real_path(tmp_path) -> None:
-    t0 = time.perf_counter()
     path, _ = resolve_llm(SMOLLM2)  # converts the GGUF once (~30 s) on a fresh machine
     assert is_prepared(SMOLLM2) and path.startswith(str(cache_dir()))
     torch.manual_seed(0)
@@ -63,7 +60,6 @@ def test_smollm2_efficientnet_real_path(tmp_path) -> None:
         a = model(batch).multimodal
         b = back(back.collate(notes, pixels)).multimodal
     assert torch.equal(a, b)
-    assert time.perf_counter() - t0 < 120
 
 
 def test_cli_models_list_and_prepare_efficientnet() -> None:
