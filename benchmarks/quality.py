@@ -32,7 +32,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from core.contracts import read_notes
+from core.contracts import read_notes, read_pairs, read_split_notes
 from core.io import write_json_atomic
 from i2i.demo import default_demo_model
 from pipeline.mine import mine_pairs, write_pairs
@@ -152,7 +152,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     notes_df = read_notes(data / "notes.parquet")
     es = build_eval_set(
-        notes_df, pl.read_parquet(pairs / "test.parquet"), pl.read_parquet(data / "truth.parquet"), "test"
+        notes_df,
+        read_pairs(pairs / "test.parquet"),
+        pl.read_parquet(data / "truth.parquet"),
+        "test",
+        split_notes=read_split_notes(pairs, "test"),
     )
     counts = {k: int(v.sum()) for k, v in es.slices.items()}
     console.print(f"test split: {len(es.queries)} queries, pool {len(es.pool)}; slice sizes {counts}")

@@ -3,7 +3,9 @@
 - logs: `user_id`, `note_id`, `ts` (+ optional `event`), Parquet or CSV.
 - notes: Parquet; `note_id` (str), `title`, `content`, optional `tags` (list[str]),
   `image` (path relative to an image root, or absolute).
-- pairs: Parquet per split; `query_id`, `target_id`, `score`, `rank`.
+- pairs: Parquet per split; `query_id`, `target_id`, `score`, `rank`. A mine-pairs
+  directory also holds `notes_split.parquet` (`note_id`, `split`): the split of every
+  note seen in the logs, including notes with no pair (evaluation pools use it).
 
 A `Note` is a plain dict with the keys `note_id`, `title`, `content`, `tags` (list of
 str, content `#tag#` hashtags merged in) and `image` (str or None). Stages pass notes as
@@ -27,6 +29,7 @@ NOTE_REQUIRED_COLUMNS = ("note_id", "title", "content")
 NOTE_OPTIONAL_COLUMNS = ("tags", "image")
 PAIR_COLUMNS = ("query_id", "target_id", "score", "rank")
 SPLITS = ("train", "val", "test")
+NOTES_SPLIT_FILE = "notes_split.parquet"
 
 Note = dict[str, Any]
 
@@ -127,6 +130,22 @@ def read_pairs(path: str | Path) -> pl.DataFrame:
     if "rank" not in df.columns:
         df = df.with_columns(pl.lit(1).alias("rank"))
     return df.select(pl.col("query_id").cast(pl.Utf8), pl.col("target_id").cast(pl.Utf8), pl.col("rank"))
+
+
+def read_split_notes(pairs_dir: str | Path, split: str) -> list[str] | None:
+    """Ids of every note the mined split put in `split` (from `notes_split.parquet` in a
+    mine-pairs directory), or None when the directory has no such file (pairs from
+    elsewhere, or mined before the file existed)."""
+    path = Path(pairs_dir) / NOTES_SPLIT_FILE
+    if not path.exists():
+        return None
+    try:
+        df = pl.read_parquet(path, columns=["note_id", "split"])
+    except Exception as exc:
+        raise UserError(
+            f"cannot read {path}: {str(exc).splitlines()[0]}; expected note_id, split (re-run mine-pairs)"
+        ) from None
+    return df.filter(pl.col("split") == split)["note_id"].cast(pl.Utf8).to_list()
 
 
 def text_length(note: Note) -> int:

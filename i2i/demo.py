@@ -6,7 +6,8 @@ Every step writes where the matching CLI command would, under one directory, so 
 can re-run any single command on it (the demo prints those commands at the end):
 
     DIR/data/      notes.parquet, images/, logs/, truth.parquet   (i2i synth, or i2i emoji)
-    DIR/pairs/     train/val/test.parquet, summary.json           (i2i mine-pairs)
+    DIR/pairs/     train/val/test.parquet, notes_split.parquet,   (i2i mine-pairs)
+                   summary.json
     DIR/run/       config.json, metrics.jsonl, best/, last/,      (i2i train)
                    report.json, report.md, recall_at_k.png        (i2i eval)
     DIR/qdrant/    the embedded Qdrant Edge collection            (i2i index)
@@ -36,7 +37,7 @@ from rich.table import Table
 from core.contracts import SPLITS, notes_to_dicts, read_notes
 from core.errors import UserError
 from core.io import write_json_atomic
-from core.metrics import greedy_unique_pairs
+from core.metrics import protocol_pairs
 from train.config import ModelConfig
 
 COLLECTION = "notes"
@@ -360,8 +361,10 @@ def _related_rows(cfg: DemoConfig, paths: DemoPaths) -> list[Any]:
     notes = {n["note_id"]: n for n in notes_to_dicts(read_notes(paths.notes))}
     all_pairs = mine_pairs(paths.logs, window=cfg.window, split=(1.0, 0.0, 0.0), top_k=1000).pairs["train"]
     coviewed = set(zip(all_pairs["query_id"].to_list(), all_pairs["target_id"].to_list(), strict=True))
-    test = pl.read_parquet(paths.pairs / "test.parquet").sort("query_id", "rank")
-    queries, _ = greedy_unique_pairs(test["query_id"].to_list(), test["target_id"].to_list())
+    test = pl.read_parquet(paths.pairs / "test.parquet")
+    queries, _ = protocol_pairs(
+        test["query_id"].to_list(), test["target_id"].to_list(), test["rank"].to_list()
+    )
     queries = queries[: cfg.samples]
     truth_file = paths.data / "truth.parquet"
     truth = pl.read_parquet(truth_file) if truth_file.exists() else None

@@ -50,7 +50,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.contracts import SPLITS
+from core.contracts import NOTES_SPLIT_FILE, SPLITS
 from core.errors import UserError
 from core.outputs import check_output_dir, output_dir
 from pipeline.logs import find_log_files, format_duration, parse_duration, scan_logs
@@ -83,6 +83,9 @@ class MineResult:
 
     pairs: dict[str, pl.DataFrame | list[Path]]
     summary: dict[str, Any] = field(default_factory=dict)
+    # The split of every note seen in the logs (`note_id, split`, sorted by note id),
+    # pairs or not; None from an engine that does not produce it.
+    note_splits: pl.DataFrame | None = None
 
 
 def _noop(stage: str, done: int, total: int | None) -> None:
@@ -189,11 +192,19 @@ def mine_pairs(
         "seed": seed,
     }
     splits = {
-        name: {"pairs": df.height, "queries": df["query_id"].n_unique()} for name, df in per_split.items()
+        name: {
+            "pairs": df.height,
+            "queries": df["query_id"].n_unique(),
+            "notes": int((scoring.split == i).sum()),
+        }
+        for i, (name, df) in enumerate(per_split.items())
     }
     examples = {"unparsed_ts": unparsed_examples}
     summary = make_summary(logs, files, params, counts, engine, splits, time.perf_counter() - t0, examples)
-    return MineResult(pairs=per_split, summary=summary)
+    note_splits = pl.DataFrame(
+        {"note_id": ids, "split": pl.Series(SPLITS, dtype=pl.Utf8).gather(scoring.split.astype(np.int64))}
+    )
+    return MineResult(pairs=per_split, summary=summary, note_splits=note_splits)
 
 
 COUNT_KEYS = (
@@ -277,7 +288,7 @@ def _frames(source: pl.DataFrame | list[Path]) -> Iterator[pl.DataFrame]:
             yield pl.from_arrow(batch)  # type: ignore[misc]
 
 
-PAIRS_OUTPUTS = ("train.parquet", "val.parquet", "test.parquet", "summary.json")
+PAIRS_OUTPUTS = ("train.parquet", "val.parquet", "test.parquet", NOTES_SPLIT_FILE, "summary.json")
 
 
 def _log_inputs(logs: str | Path) -> list[Path]:
@@ -294,9 +305,11 @@ def check_pairs_out(out: str | Path, logs: str | Path, *, force: bool = False) -
 
 
 def write_pairs(result: MineResult, out: str | Path, *, force: bool = False) -> Path:
-    """Write `{train,val,test}.parquet` and `summary.json` into `out`.
+    """Write `{train,val,test}.parquet`, `notes_split.parquet` and `summary.json` into `out`.
 
-    Only those four files are replaced, each atomically (summary.json last, so it marks a
+    `notes_split.parquet` (`note_id, split`) is the split of every note seen in the logs,
+    including notes with no pair: evaluation pools are built from it. Only those five
+    files are replaced, each atomically (summary.json last, so it marks a
     complete output); anything else in `out` is left alone. A directory holding other
     files, or one that is or holds the logs, is refused unless `force` (see `core.outputs`).
     """
@@ -311,6 +324,8 @@ def write_pairs(result: MineResult, out: str | Path, *, force: bool = False) -> 
     ) as tmp:
         for name, source in result.pairs.items():
             write_pair_file(_frames(source), tmp / f"{name}.parquet")
+        if result.note_splits is not None:
+            result.note_splits.write_parquet(tmp / NOTES_SPLIT_FILE)
         (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
     return Path(out)
 

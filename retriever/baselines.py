@@ -52,7 +52,7 @@ class VisionFeatureEmbedder:
     """An `Embedder` that looks only at the image: frozen encoder CLS feature, normalised.
 
     Notes without a readable image get the blank (grey) image's feature, and so tie with
-    each other; the harness ranks ties at their middle for score baselines.
+    each other; the harness counts ties by their expectation under random tie-breaking.
     """
 
     def __init__(self, vision: Any, model_id: str, device: str | None = None) -> None:

@@ -2,9 +2,10 @@
 
 One harness for every method, so numbers are comparable:
 
-- `build_eval_set(notes, pairs, truth)`: greedy unique query/target pairs (pairs taken
-  in (query_id, rank) order), pool = split notes minus queries, text-length slices and,
-  with a synthetic platform's truth table, which factor made each pair related.
+- `build_eval_set(notes, pairs, truth, split_notes=...)`: greedy unique query/target
+  pairs (pairs taken in the one protocol order, (query_id, rank, target_id)), pool =
+  split notes minus queries, text-length slices and, with a synthetic platform's truth
+  table, which factor made each pair related.
 - `evaluate_embedder(embedder, ...)`: embeds the split notes once, ranks the pool by
   exact dot product (`core.metrics.exact_target_ranks`, chunked, CPU or GPU), and runs
   the same queries through a Qdrant collection (a temporary embedded Qdrant Edge
@@ -13,15 +14,18 @@ One harness for every method, so numbers are comparable:
 - `evaluate_scores(score_rows, ...)`: any scorer of (queries x pool), e.g. BM25.
 
 Definitions (also written into every report):
-- "split notes": every note id appearing in the split's pairs (query or target) that is
-  in the notes table; pairs naming a note missing from the table are dropped and counted.
+- "split notes": every note the mined split assigned to the split (`split_notes`, from
+  mine-pairs' `notes_split.parquet`), including notes with no pair in it, plus every
+  note of the split's pairs; only notes in the notes table count. Without
+  `split_notes` (pairs from elsewhere), the notes of the split's pairs only, which
+  reads optimistic. Pairs naming a note missing from the table are dropped and counted.
 - text length: characters of title + content. Short means <= `short_chars`, which
   defaults to the median text length of the split's notes (so both halves are
   populated); pass `short_chars` to fix it across datasets.
-- ties: embeddings rank with the shared protocol (1 + pool items scoring strictly
-  higher). Score baselines (BM25, image-only) produce large exact ties (a query with no
-  matching word scores the whole pool 0), so they rank a target at the middle of its
-  tie group (the expected rank under random tie-breaking) rather than at its top.
+- ties: every method ranks with the shared rule (`core.metrics.TiedRanks`): a target
+  tied with other pool notes counts by its expectation under random tie-breaking.
+  Score baselines (BM25, image-only) produce large exact ties (a query with no matching
+  word scores the whole pool 0); identical embeddings do too.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ from core.contracts import Embedder, Note, notes_to_dicts, text_length
 from core.errors import UserError
 from core.metrics import (
     DEFAULT_KS,
+    TiedRanks,
     candidate_pool,
     exact_target_ranks,
     exact_top_k,
-    greedy_unique_pairs,
+    protocol_pairs,
     rank_metrics,
     recall_at_k,
 )
@@ -75,8 +80,13 @@ def build_eval_set(
     split: str = "test",
     short_chars: int | None = None,
     max_queries: int | None = None,
+    split_notes: Sequence[str] | None = None,
 ) -> EvalSet:
-    """Greedy unique pairs, pool and slices of one split (see the module docstring)."""
+    """Greedy unique pairs, pool and slices of one split (see the module docstring).
+
+    `split_notes`: the ids of every note of the split (the reference pool before the
+    queries are taken out); None falls back to the notes of the split's pairs.
+    """
     missing = [c for c in ("query_id", "target_id", "rank") if c not in pairs.columns]
     if missing:
         raise UserError(
@@ -87,14 +97,19 @@ def build_eval_set(
     pairs = pairs.with_columns(pl.col("query_id").cast(pl.Utf8), pl.col("target_id").cast(pl.Utf8))
     ok = pairs["query_id"].is_in(list(known)) & pairs["target_id"].is_in(list(known))
     dropped = int((~ok).sum())
-    pairs = pairs.filter(ok).sort(["query_id", "rank"])
+    pairs = pairs.filter(ok)
     if pairs.is_empty():
         raise UserError(
             f"split {split!r} has no pairs whose notes are in the notes table ({dropped} dropped); "
             "check that --notes and --pairs come from the same data"
         )
     split_ids = set(pairs["query_id"].to_list()) | set(pairs["target_id"].to_list())
-    q_ids, t_ids = greedy_unique_pairs(pairs["query_id"].to_list(), pairs["target_id"].to_list())
+    in_pairs = len(split_ids)
+    if split_notes is not None:
+        split_ids |= known.intersection(split_notes)
+    q_ids, t_ids = protocol_pairs(
+        pairs["query_id"].to_list(), pairs["target_id"].to_list(), pairs["rank"].to_list()
+    )
     if max_queries is not None:
         q_ids, t_ids = q_ids[:max_queries], t_ids[:max_queries]
     pool_ids = candidate_pool(split_ids, q_ids)
@@ -128,17 +143,22 @@ def build_eval_set(
         slices=slices,
         short_chars=threshold,
         dropped_pairs=dropped,
-        info={"split_notes": len(split_ids), "pairs": pairs.height},
+        info={
+            "split_notes": len(split_ids),
+            "split_notes_without_pairs": len(split_ids) - in_pairs,
+            "pool_source": "split" if split_notes is not None else "pairs",
+            "pairs": pairs.height,
+        },
     )
 
 
-def recall_curve(ranks: np.ndarray, pool_size: int) -> dict[str, float]:
+def recall_curve(ranks: TiedRanks, pool_size: int) -> dict[str, float]:
     """Recall@K on a 1-2-5 grid of K up to the pool size (for the plot)."""
     grid = [m * 10**e for e in range(7) for m in (1, 2, 5) if m * 10**e <= pool_size]
     return {str(k): recall_at_k(ranks, k) for k in grid}
 
 
-def summarize_ranks(ranks: np.ndarray, es: EvalSet, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+def summarize_ranks(ranks: TiedRanks, es: EvalSet, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
     """Protocol metrics over all queries and per slice (slices with no query are left out),
     plus the recall curve behind the plot."""
     out: dict[str, Any] = {
@@ -148,7 +168,7 @@ def summarize_ranks(ranks: np.ndarray, es: EvalSet, ks: Sequence[int] = DEFAULT_
     }
     for name, mask in es.slices.items():
         if mask.any():
-            out["slices"][name] = rank_metrics(ranks[mask], len(es.pool), ks)
+            out["slices"][name] = rank_metrics(ranks.subset(mask), len(es.pool), ks)
     return out
 
 
@@ -199,7 +219,7 @@ def evaluate_ann(
     threshold = exact_scores[:, top - 1] - 1e-5
     hits_ok = [np.sum(pool_emb[a[:top]] @ query_emb[i] >= threshold[i]) / top for i, a in enumerate(ann_idx)]
     recall = float(np.mean(hits_ok))
-    ranks = np.array(
+    ranks = TiedRanks.untied(
         [
             (a.index(t) + 1) if t in a else len(es.pool) + 1
             for a, t in zip(ann_idx, es.target_index.tolist(), strict=True)
@@ -249,12 +269,13 @@ def evaluate_embedder(
     return result
 
 
-def tie_aware_ranks(scores: np.ndarray, target_index: np.ndarray) -> np.ndarray:
-    """1 + items scoring higher + half the *other* items scoring the same, per row."""
+def tie_aware_ranks(scores: np.ndarray, target_index: np.ndarray) -> TiedRanks:
+    """Per row of (queries x pool) scores, the target's `TiedRanks`: 1 + items scoring
+    higher, and the *other* items scoring the same."""
     t = scores[np.arange(len(scores)), target_index][:, None]
     higher = (scores > t).sum(axis=1)
     ties = (scores == t).sum(axis=1) - 1
-    return 1.0 + higher + ties / 2.0
+    return TiedRanks((1 + higher).astype(np.int64), ties.astype(np.int64))
 
 
 def evaluate_scores(
@@ -266,10 +287,13 @@ def evaluate_scores(
 ) -> dict[str, Any]:
     """Evaluate any scorer: `score_rows(query_indices) -> (len, pool)` scores, higher better."""
     t0 = time.perf_counter()
-    ranks = np.empty(len(eval_set.queries), dtype=np.float64)
+    best = np.empty(len(eval_set.queries), dtype=np.int64)
+    ties = np.empty(len(eval_set.queries), dtype=np.int64)
     for s in range(0, len(eval_set.queries), chunk):
         idx = list(range(s, min(s + chunk, len(eval_set.queries))))
-        ranks[s : s + len(idx)] = tie_aware_ranks(np.asarray(score_rows(idx)), eval_set.target_index[idx])
+        part = tie_aware_ranks(np.asarray(score_rows(idx)), eval_set.target_index[idx])
+        best[s : s + len(idx)], ties[s : s + len(idx)] = part.best, part.ties
+    ranks = TiedRanks(best, ties)
     return {
         "name": name,
         "kind": "scores",

@@ -56,6 +56,17 @@ def comparison_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def _pool_words(report: dict[str, Any]) -> str:
+    if report.get("pool_source") == "pairs":
+        return (
+            "the notes of the split's pairs minus queries: no notes_split.parquet, so not the reference pool"
+        )
+    extra = report.get("split_notes_without_pairs")
+    return "every split note minus queries" + (
+        f", {extra} of them without a pair" if extra is not None else ""
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     names = list(report["methods"])
     lines = [
@@ -63,7 +74,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- notes: `{report['notes_file']}`; pairs: `{report['pairs_file']}`",
         f"- {report['queries']} queries (greedy unique pairs), pool {report['pool']} notes "
-        f"(split notes minus queries); {report['dropped_pairs']} pairs dropped (note not in the table)",
+        f"({_pool_words(report)}); {report['dropped_pairs']} pairs dropped (note not in the table)",
         f"- short text: title + content <= {report['short_chars']} characters",
         "",
         "| metric | " + " | ".join(names) + " |",

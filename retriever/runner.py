@@ -10,14 +10,18 @@ from typing import Any
 
 import polars as pl
 
-from core.contracts import read_notes, read_pairs
+from core.contracts import read_notes, read_pairs, read_split_notes
 from core.errors import UserError
 from retriever.evaluate import build_eval_set, evaluate_embedder, evaluate_scores
 
 DEFINITIONS = [
-    "pairs are taken greedily in (query_id, rank) order so that no note is used twice, as query or target",
-    "pool = every note of the split's pairs that is not a query; rank = 1 + pool notes scoring higher "
-    "+ half the other pool notes scoring the same (ties rank at the middle of their group, for every method)",
+    "pairs are taken greedily in (query_id, rank, target_id) order so that no note is used twice, "
+    "as query or target",
+    "pool = every note of the split that is not a query, including split notes with no pair "
+    "(mine-pairs' notes_split.parquet; without it, only the notes of the split's pairs)",
+    "ties: a target tied with g other pool notes from rank r counts for Recall@K with probability "
+    "clamp((K - r + 1) / (g + 1), 0, 1), its expectation under random tie-breaking (MRR and NDCG@10 "
+    "likewise average over the g + 1 equally likely ranks), for every method",
     "embeddings: exact dot product of L2-normalised vectors (chunked brute force)",
     "ANN: the same query vectors through a temporary Qdrant Edge collection of the pool "
     "(production HNSW settings); recall@10 vs exact = overlap of ANN and exact top-10",
@@ -32,6 +36,11 @@ def read_split(pairs: str | Path, split: str) -> tuple[pl.DataFrame, Path]:
     if path.is_dir():
         path = path / f"{split}.parquet"
     return read_pairs(path), path
+
+
+def split_note_ids(pairs_file: Path, split: str) -> list[str] | None:
+    """Every note of `split` per the mine-pairs directory holding `pairs_file`, or None."""
+    return read_split_notes(pairs_file.parent, split)
 
 
 TRUTH_COLUMNS = ("note_id", "topic", "motif")
@@ -117,8 +126,26 @@ def run_eval(
     notes_df = read_notes(notes)
     pairs_df, pairs_file = read_split(pairs, split)
     truth_df, truth_path = read_truth(truth, notes, log)
-    es = build_eval_set(notes_df, pairs_df, truth_df, split, short_chars=short_chars, max_queries=max_queries)
-    log(f"split {split}: {len(es.queries)} queries, pool {len(es.pool)} ({es.dropped_pairs} pairs dropped)")
+    split_notes = split_note_ids(pairs_file, split)
+    if split_notes is None:
+        log(
+            f"no notes_split.parquet beside {pairs_file}: the pool is only the notes of the split's pairs "
+            "(re-run mine-pairs for the reference pool of every split note)"
+        )
+    es = build_eval_set(
+        notes_df,
+        pairs_df,
+        truth_df,
+        split,
+        short_chars=short_chars,
+        max_queries=max_queries,
+        split_notes=split_notes,
+    )
+    log(
+        f"split {split}: {len(es.queries)} queries, pool {len(es.pool)} "
+        f"({es.info['split_notes_without_pairs']} split notes without a pair; "
+        f"{es.dropped_pairs} pairs dropped)"
+    )
 
     methods: dict[str, Any] = {}
     for ckpt in checkpoints:
@@ -162,6 +189,8 @@ def run_eval(
         "queries": len(es.queries),
         "pool": len(es.pool),
         "dropped_pairs": es.dropped_pairs,
+        "pool_source": es.info["pool_source"],
+        "split_notes_without_pairs": es.info["split_notes_without_pairs"],
         "short_chars": es.short_chars,
         "definitions": DEFINITIONS,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -46,7 +46,8 @@ class PairSplit:
 
     query, target: (num_pairs,) int64 row indices into `notes`; rank: (num_pairs,) the
     pair file's rank of the target for its query (1 = best). Counters say what was
-    dropped while building it.
+    dropped while building it. `split_rows`: rows of every note the mined split put in
+    this split, pairs or not (None when the pairs directory does not record it).
     """
 
     notes: list[Note]
@@ -56,20 +57,30 @@ class PairSplit:
     pairs_read: int
     dropped_missing_note: int
     dropped_self_pair: int
+    split_rows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.query.shape[0])
 
     def note_indices(self) -> np.ndarray:
-        """Sorted unique rows of `notes` used by this split's pairs."""
-        return np.unique(np.concatenate([self.query, self.target]))
+        """Sorted unique rows of `notes` in this split: every note of its pairs, plus every
+        note the mined split assigned to it (`split_rows`)."""
+        extra = [] if self.split_rows is None else [self.split_rows]
+        return np.unique(np.concatenate([self.query, self.target, *extra]))
 
 
-def load_pairs(notes: pl.DataFrame, pairs_path: Path, note_list: list[Note] | None = None) -> PairSplit:
+def load_pairs(
+    notes: pl.DataFrame,
+    pairs_path: Path,
+    note_list: list[Note] | None = None,
+    split_note_ids: Sequence[str] | None = None,
+) -> PairSplit:
     """Join the pairs at `pairs_path` to `notes` (a frame from `read_notes`).
 
     Pairs keep the file's order (the sampler shuffles). Pass `note_list` (the frame's
-    rows as dicts) when several splits share one notes table, to build it once.
+    rows as dicts) when several splits share one notes table, to build it once, and
+    `split_note_ids` (every note of the split, from mine-pairs' `notes_split.parquet`)
+    for the reference evaluation pool; ids missing from `notes` are ignored.
     """
     pairs = read_pairs(pairs_path)
     read = pairs.height
@@ -89,6 +100,9 @@ def load_pairs(notes: pl.DataFrame, pairs_path: Path, note_list: list[Note] | No
         pairs_read=read,
         dropped_missing_note=not_self.height - joined.height,
         dropped_self_pair=read - not_self.height,
+        split_rows=None
+        if split_note_ids is None
+        else ids.filter(pl.col("note_id").is_in(list(split_note_ids)))["row"].to_numpy().astype(np.int64),
     )
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import Progress
 from torch.utils.data import DataLoader
 
-from core.contracts import Note, notes_to_dicts, read_notes
+from core.contracts import Note, notes_to_dicts, read_notes, read_split_notes
 from core.errors import UserError
 from train.data import (
     ImageLoader,
@@ -29,7 +29,11 @@ from train.vision_cache import VisionFeatureCache
 
 
 def load_splits(cfg: TrainConfig) -> tuple[PairSplit, PairSplit | None]:
-    """Read notes once; join the train split (required) and the val split (optional)."""
+    """Read notes once; join the train split (required) and the val split (optional).
+
+    The val split carries every note mine-pairs assigned to it (`notes_split.parquet`),
+    so validation ranks against the same reference pool as `i2i eval`.
+    """
     for name in ("notes", "pairs"):
         if not getattr(cfg, name):
             raise UserError(f"no {name} given; pass --{name} (or set `{name} = ...` in the config file)")
@@ -46,7 +50,11 @@ def load_splits(cfg: TrainConfig) -> tuple[PairSplit, PairSplit | None]:
             f"{train_split.dropped_self_pair} are self pairs; check the pairs were mined from these notes"
         )
     val_path = pairs_dir / "val.parquet"
-    val_split = load_pairs(notes_df, val_path, note_list) if val_path.exists() else None
+    val_split = (
+        load_pairs(notes_df, val_path, note_list, read_split_notes(pairs_dir, "val"))
+        if val_path.exists()
+        else None
+    )
     return train_split, val_split
 
 

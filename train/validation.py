@@ -50,15 +50,16 @@ class ValSet:
 
 
 def build_val_set(split: PairSplit, max_queries: int | None = None) -> ValSet:
-    """Greedy unique pairs (ordered by query id, then rank, as `i2i eval` does) and the pool."""
+    """Greedy unique pairs in the protocol's order (query id, rank, target id), as `i2i
+    eval` takes them, and the pool: every note of the split (`PairSplit.note_indices`)
+    that is not a query."""
     rows = split.note_indices()
     notes = sorted((split.notes[int(i)] for i in rows), key=lambda n: n["note_id"])
     ids = [n["note_id"] for n in notes]
     row_of = {nid: r for r, nid in enumerate(ids)}
     q_ids = [split.notes[int(i)]["note_id"] for i in split.query]
     t_ids = [split.notes[int(i)]["note_id"] for i in split.target]
-    order = sorted(range(len(q_ids)), key=lambda i: (q_ids[i], split.rank[i]))  # as retriever.evaluate
-    queries, targets = metrics.greedy_unique_pairs([q_ids[i] for i in order], [t_ids[i] for i in order])
+    queries, targets = metrics.protocol_pairs(q_ids, t_ids, split.rank.tolist())
     if max_queries is not None:
         queries, targets = queries[:max_queries], targets[:max_queries]
     pool = metrics.candidate_pool(ids, queries)

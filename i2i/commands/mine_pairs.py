@@ -28,7 +28,10 @@ def command(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", help="Output directory ({train,val,test}.parquet, summary.json).")
+        Path,
+        typer.Option(
+            "--out", help="Output directory ({train,val,test}.parquet, notes_split.parquet, summary.json)."
+        ),
     ],
     window: Annotated[
         str, typer.Option(help="Co-view window after the first view: 7d, 36h, 90m, 1d12h...")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -313,7 +314,13 @@ def test_write_is_atomic_and_keeps_previous_output_on_crash(
     first = mine_pairs(path, split=(1, 0, 0), weighting="users")
     write_pairs(first, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    assert set(before) == {"train.parquet", "val.parquet", "test.parquet", "summary.json"}
+    assert set(before) == {
+        "train.parquet",
+        "val.parquet",
+        "test.parquet",
+        "notes_split.parquet",
+        "summary.json",
+    }
 
     second = mine_pairs(path, split=(0, 0, 1), weighting="users")
     real = pipeline.mine.write_pair_file
@@ -467,3 +474,26 @@ def test_split_must_be_finite_shares(tmp_path: Path, split: str) -> None:
     path = write_logs(tmp_path, [("u1", "A", 0), ("u1", "B", 1)])
     with pytest.raises(UserError, match="not three non-negative shares"):
         mine_pairs(path, split=split)
+
+
+def test_notes_split_lists_every_logged_note_with_its_split(tmp_path: Path) -> None:
+    """notes_split.parquet: every note in the logs, pairs or not, in the split that the
+    pairs use (a pair's two notes are both in its split)."""
+    rows = [(f"u{i % 7}", f"N{i % 40:02d}", i * 30) for i in range(300)]
+    rows.append(("lonely", "ALONE", 0))  # viewed once: no pair at all
+    path = write_logs(tmp_path, rows)
+    result = mine_pairs(path, split=(0.5, 0.2, 0.3), weighting="users", window="10m")
+    write_pairs(result, tmp_path / "pairs")
+    splits = pl.read_parquet(tmp_path / "pairs" / "notes_split.parquet")
+    assert splits.columns == ["note_id", "split"]
+    assert splits["note_id"].to_list() == sorted({r[1] for r in rows})
+    assert dict(zip(splits["note_id"], splits["split"], strict=True))["ALONE"] in ("train", "val", "test")
+    of = dict(zip(splits["note_id"], splits["split"], strict=True))
+    for name, df in result.pairs.items():
+        assert all(
+            of[q] == name and of[t] == name for q, t in zip(df["query_id"], df["target_id"], strict=True)
+        )
+    counts = splits.group_by("split").len()
+    summary = json.loads((tmp_path / "pairs" / "summary.json").read_text())
+    for name, n in counts.iter_rows():
+        assert summary["splits"][name]["notes"] == n

@@ -116,8 +116,10 @@ def test_metrics_equal_hand_computed_values() -> None:
 
 def test_tie_aware_ranks() -> None:
     scores = np.array([[0.0, 0.0, 0.0, 0.0], [3.0, 1.0, 1.0, 2.0]])
-    # Row 0: target 2 tied with 3 others -> 1 + 0 + 3/2; row 1: target 1, one tie, two higher.
-    np.testing.assert_allclose(tie_aware_ranks(scores, np.array([2, 1])), [2.5, 3.5])
+    # Row 0: target 2 tied with 3 others, none higher -> ranks 1..4;
+    # row 1: target 1, two higher and one tie -> ranks 3..4.
+    r = tie_aware_ranks(scores, np.array([2, 1]))
+    assert (r.best.tolist(), r.ties.tolist()) == ([1, 3], [3, 1])
 
 
 def test_bm25_ranks_word_overlap_first() -> None:
@@ -137,10 +139,10 @@ def test_bm25_ranks_word_overlap_first() -> None:
     assert [q["note_id"] for q in es.queries] == ["q1", "q2", "x1"]
     res = evaluate_scores(bm25_scorer(es), es, "bm25")
     pool = len(es.pool)  # t1, t2, x2, x3
-    # q1 finds t1 first; the empty q2 ties the whole pool: middle rank (1 + 3/2);
-    # x1 shares no word with anything: also the middle.
-    expected = [1.0, 1 + (pool - 1) / 2, 1 + (pool - 1) / 2]
-    assert res["metrics"]["mrr"] == pytest.approx(np.mean([1 / r for r in expected]))
+    # q1 finds t1 first; the empty q2 ties the whole pool: ranks 1..pool equally likely;
+    # x1 shares no word with anything: the same.
+    all_tied = np.mean([1 / r for r in range(1, pool + 1)])
+    assert res["metrics"]["mrr"] == pytest.approx(np.mean([1.0, all_tied, all_tied]))
 
 
 def test_missing_columns_and_empty_split_are_clear_errors() -> None:
@@ -191,3 +193,52 @@ def test_relation_slices_and_report_files(synth_platform: Path, synth_pairs: Pat
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| recall@10 |" in paths["md"].read_text()
     assert comparison_table(report).columns[1].header == "hash"
+
+
+def test_reference_pool_is_every_split_note_minus_queries() -> None:
+    notes = _notes(["a", "b", "c", "d", "g"])
+    pairs = _pairs([("a", "b", 1), ("c", "d", 1)])
+    # "g" is in the test split with no test pair; "ghost" is in the split but not the notes table.
+    es = build_eval_set(notes, pairs, split_notes=["a", "b", "c", "d", "g", "ghost"])
+    assert [p["note_id"] for p in es.pool] == ["b", "d", "g"]
+    assert es.info["pool_source"] == "split" and es.info["split_notes_without_pairs"] == 1
+    # Without the split's notes (pairs from elsewhere): only the notes of the pairs.
+    legacy = build_eval_set(notes, pairs)
+    assert [p["note_id"] for p in legacy.pool] == ["b", "d"]
+    assert legacy.info["pool_source"] == "pairs"
+
+
+def test_run_eval_pool_comes_from_notes_split(
+    synth_platform: Path, synth_pairs: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from retriever.runner import run_eval
+
+    pairs_dir = tmp_path / "pairs"
+    shutil.copytree(synth_pairs, pairs_dir)
+    test = pl.read_parquet(pairs_dir / "test.parquet")
+    lonely = test["target_id"][-1]  # take every test pair of one note away: it stays a test note
+    test.filter((pl.col("query_id") != lonely) & (pl.col("target_id") != lonely)).write_parquet(
+        pairs_dir / "test.parquet"
+    )
+    report = run_eval([], synth_platform / "notes.parquet", pairs_dir, ann=False, baselines=True)
+    splits = pl.read_parquet(pairs_dir / "notes_split.parquet")
+    test_notes = splits.filter(pl.col("split") == "test").height
+    assert report["pool_source"] == "split"
+    assert report["pool"] == test_notes - report["queries"]
+    assert report["split_notes_without_pairs"] >= 1
+    (pairs_dir / "notes_split.parquet").unlink()  # pairs from elsewhere: the pairs' notes only
+    legacy = run_eval([], synth_platform / "notes.parquet", pairs_dir, ann=False, baselines=True)
+    assert legacy["pool_source"] == "pairs" and legacy["pool"] < report["pool"]
+
+
+def test_pair_order_is_query_rank_target_whatever_the_file_order() -> None:
+    notes = _notes(["a", "b", "c", "d", "e"])
+    rows = [("a", "c", 1), ("a", "b", 1), ("d", "e", 1), ("d", "b", 1), ("c", "e", 2)]
+    picks = set()
+    for perm in ([0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 4, 0, 3, 1]):
+        es = build_eval_set(notes, _pairs([rows[i] for i in perm]))
+        picks.add((tuple(q["note_id"] for q in es.queries), tuple(es.targets)))
+    # a: rank tie between b and c -> b (target id); c -> e; d: b and e are used.
+    assert picks == {(("a", "c"), ("b", "e"))}
