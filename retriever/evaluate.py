@@ -12,6 +12,8 @@ One harness for every method, so numbers are comparable:
   collection of the pool, built like the production one) to report the ANN's recall
   against exact and the metrics as served.
 - `evaluate_scores(score_rows, ...)`: any scorer of (queries x pool), e.g. BM25.
+- Every metric carries a 95% bootstrap interval over queries (`core.bootstrap`), and
+  `paired_differences(a, b, es)` gives paired intervals of a - b on the same queries.
 
 Definitions (also written into every report):
 - "split notes": every note the mined split assigned to the split (`split_notes`, from
@@ -41,6 +43,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.bootstrap import Bootstrap, intervals, paired_intervals
 from core.contracts import Embedder, Note, notes_to_dicts, text_length
 from core.errors import UserError
 from core.metrics import (
@@ -49,6 +52,7 @@ from core.metrics import (
     candidate_pool,
     exact_target_ranks,
     exact_top_k,
+    per_query_metrics,
     protocol_pairs,
     rank_metrics,
     recall_at_k,
@@ -158,18 +162,61 @@ def recall_curve(ranks: TiedRanks, pool_size: int) -> dict[str, float]:
     return {str(k): recall_at_k(ranks, k) for k in grid}
 
 
-def summarize_ranks(ranks: TiedRanks, es: EvalSet, ks: Sequence[int] = DEFAULT_KS) -> dict[str, Any]:
+def summarize_ranks(
+    ranks: TiedRanks, es: EvalSet, ks: Sequence[int] = DEFAULT_KS, boot: Bootstrap | None = None
+) -> dict[str, Any]:
     """Protocol metrics over all queries and per slice (slices with no query are left out),
-    plus the recall curve behind the plot."""
+    each with its bootstrap interval over queries, plus the recall curve behind the plot.
+
+    `metrics` / `slices[name]`: the means; `intervals` / `slice_intervals[name]`: metric ->
+    {estimate, low, high}; `per_query`: metric -> (Q,) values over all queries, kept for
+    paired comparisons (`paired_differences`; reports leave it out of the JSON).
+    """
+    boot = boot or Bootstrap()
+    per_query = per_query_metrics(ranks, len(es.pool), ks)
     out: dict[str, Any] = {
         "metrics": rank_metrics(ranks, len(es.pool), ks),
+        "intervals": _interval_dicts(per_query, boot),
         "recall_curve": recall_curve(ranks, len(es.pool)),
         "slices": {},
+        "slice_intervals": {},
+        "per_query": per_query,
     }
     for name, mask in es.slices.items():
         if mask.any():
             out["slices"][name] = rank_metrics(ranks.subset(mask), len(es.pool), ks)
+            out["slice_intervals"][name] = _interval_dicts({k: v[mask] for k, v in per_query.items()}, boot)
     return out
+
+
+def _interval_dicts(values: dict[str, np.ndarray], boot: Bootstrap) -> dict[str, dict[str, float]]:
+    return {k: iv.to_dict() for k, iv in intervals(values, boot).items()}
+
+
+def paired_differences(
+    reference: dict[str, Any], other: dict[str, Any], es: EvalSet, boot: Bootstrap | None = None
+) -> dict[str, Any]:
+    """reference - other, per metric, with paired bootstrap intervals (the same resampled
+    queries for both), over all queries (`metrics`) and per slice (`slices`).
+
+    Both are results of this harness on `es` (they hold `per_query`). Each value is
+    {estimate, low, high}; an interval that excludes 0 is a difference the queries support.
+    """
+    boot = boot or Bootstrap()
+    a, b = reference["per_query"], other["per_query"]
+    out: dict[str, Any] = {"metrics": _paired_dicts(a, b, boot), "slices": {}}
+    for name, mask in es.slices.items():
+        if mask.any():
+            out["slices"][name] = _paired_dicts(
+                {k: v[mask] for k, v in a.items()}, {k: v[mask] for k, v in b.items()}, boot
+            )
+    return out
+
+
+def _paired_dicts(
+    a: dict[str, np.ndarray], b: dict[str, np.ndarray], boot: Bootstrap
+) -> dict[str, dict[str, float]]:
+    return {k: iv.to_dict() for k, iv in paired_intervals(a, b, boot).items()}
 
 
 def _device(device: str | None) -> str:
@@ -248,8 +295,12 @@ def evaluate_embedder(
     ks: Sequence[int] = DEFAULT_KS,
     batch_size: int = 32,
     device: str | None = None,
+    boot: Bootstrap | None = None,
 ) -> dict[str, Any]:
-    """Embed the split's notes with `embedder`, rank exactly, and (ann) through Qdrant."""
+    """Embed the split's notes with `embedder`, rank exactly, and (ann) through Qdrant.
+
+    Metrics come with bootstrap intervals over queries (`boot`, default 2000 resamples, 95%).
+    """
     t0 = time.perf_counter()
     notes = eval_set.queries + eval_set.pool
     emb = np.asarray(embedder.embed(notes, image_root=image_root, batch_size=batch_size), dtype=np.float32)
@@ -262,7 +313,7 @@ def evaluate_embedder(
         "model_id": embedder.model_id,
         "dim": int(embedder.dim),
         "embed_seconds": embed_s,
-        **summarize_ranks(ranks, eval_set, ks),
+        **summarize_ranks(ranks, eval_set, ks, boot),
     }
     if ann:
         result["ann"] = evaluate_ann(q, p, eval_set, k=ann_k, hnsw=hnsw, device=device)
@@ -284,6 +335,7 @@ def evaluate_scores(
     name: str,
     ks: Sequence[int] = DEFAULT_KS,
     chunk: int = 256,
+    boot: Bootstrap | None = None,
 ) -> dict[str, Any]:
     """Evaluate any scorer: `score_rows(query_indices) -> (len, pool)` scores, higher better."""
     t0 = time.perf_counter()
@@ -298,5 +350,5 @@ def evaluate_scores(
         "name": name,
         "kind": "scores",
         "score_seconds": time.perf_counter() - t0,
-        **summarize_ranks(ranks, eval_set, ks),
+        **summarize_ranks(ranks, eval_set, ks, boot),
     }

@@ -1,7 +1,12 @@
 """Evaluation reports: `report.json`, `report.md`, `recall_at_k.png`, and a side-by-side table.
 
-A report (built by `retriever.runner.run_eval`) is a dict with the protocol settings and
-`methods`: name -> {"metrics": {...}, "slices": {...}, "ann": {...}?}.
+A report (built by `retriever.runner.run_eval`) is a dict with the protocol settings,
+`methods`: name -> {"metrics": {...}, "intervals": {...}, "slices": {...},
+"slice_intervals": {...}, "per_query": {...}, "ann": {...}?}, and `differences`: the
+reference method minus each other one with paired intervals. Tables show each value
+with its 95% interval, `0.347 [0.310, 0.390]`, and each difference whose interval
+excludes 0 marked with `*` (bold in Markdown, coloured in the terminal). `per_query`
+stays out of report.json.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from core.io import atomic_path, write_json_atomic
@@ -20,11 +26,29 @@ def _fmt(x: Any) -> str:
     return "-" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
+def with_interval(value: float | None, interval: dict[str, float] | None, signed: bool = False) -> str:
+    """`0.347 [0.310, 0.390]` (`+0.052 [+0.010, +0.094]` when `signed`); `-` for none."""
+    if value is None:
+        return "-"
+    f = "{:+.3f}" if signed else "{:.3f}"
+    if not interval:
+        return f.format(value)
+    return f"{f.format(value)} [{f.format(interval['low'])}, {f.format(interval['high'])}]"
+
+
+def excludes_zero(interval: dict[str, float] | None) -> bool:
+    """Whether a difference's interval lies entirely above or below 0."""
+    return bool(interval) and (interval["low"] > 0.0 or interval["high"] < 0.0)
+
+
 def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[Any]]]:
-    """(row label, value per method) for the overall metrics, slices and ANN check."""
+    """(row label, value per method) for the overall metrics, slices and ANN check; metric
+    and slice values carry their bootstrap interval when the report has one."""
     methods = list(report["methods"].values())
     keys = [k for k in ROW_ORDER if any(k in m["metrics"] for m in methods)]
-    rows = [(k, [m["metrics"].get(k) for m in methods]) for k in keys]
+    rows: list[tuple[str, list[Any]]] = [
+        (k, [_metric_cell(m["metrics"].get(k), m.get("intervals", {}).get(k)) for m in methods]) for k in keys
+    ]
     slice_names = sorted({s for m in methods for s in m.get("slices", {})})
     for s in slice_names:
         rows.append(
@@ -38,9 +62,55 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[Any]]]:
     return rows
 
 
+def _metric_cell(value: float | None, interval: dict[str, float] | None) -> Any:
+    return value if value is None or interval is None else with_interval(value, interval)
+
+
 def _slice_cell(method: dict[str, Any], name: str) -> str | None:
     s = method.get("slices", {}).get(name)
-    return None if s is None else f"{s.get('recall@10', float('nan')):.4f} ({int(s['queries'])})"
+    if s is None:
+        return None
+    interval = method.get("slice_intervals", {}).get(name, {}).get("recall@10")
+    return f"{with_interval(s.get('recall@10', float('nan')), interval)} ({int(s['queries'])})"
+
+
+def difference_rows(report: dict[str, Any]) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """Rows of `reference - method` per metric (and per slice for recall@10): for each
+    method column, (cell text, interval excludes 0); the reference's own column is `ref`."""
+    diffs = report.get("differences") or {}
+    ref = diffs.get("reference")
+    per_method = diffs.get("methods") or {}
+    if not ref or not per_method:
+        return []
+    names = list(report["methods"])
+    keys = [k for k in ROW_ORDER if any(k in d["metrics"] for d in per_method.values())]
+    rows = []
+
+    def cells(get: Any) -> list[tuple[str, bool]]:
+        out = []
+        for name in names:
+            if name == ref:
+                out.append(("ref", False))
+                continue
+            iv = get(per_method.get(name, {}))
+            out.append(
+                ("-", False)
+                if iv is None
+                else (with_interval(iv["estimate"], iv, signed=True), excludes_zero(iv))
+            )
+        return out
+
+    for k in keys:
+        rows.append((f"{ref} − method: {k}", cells(lambda d, k=k: d.get("metrics", {}).get(k))))
+    slice_names = sorted({s for d in per_method.values() for s in d.get("slices", {})})
+    for s in slice_names:
+        rows.append(
+            (
+                f"{ref} − method: {s} recall@10",
+                cells(lambda d, s=s: d.get("slices", {}).get(s, {}).get("recall@10")),
+            )
+        )
+    return rows
 
 
 def comparison_table(report: dict[str, Any]) -> Table:
@@ -53,7 +123,23 @@ def comparison_table(report: dict[str, Any]) -> Table:
         table.add_column(name, justify="right")
     for label, values in metric_rows(report):
         table.add_row(label, *[_fmt(v) for v in values])
+    diff_rows = difference_rows(report)
+    if diff_rows:
+        table.add_section()
+        for label, cells in diff_rows:
+            table.add_row(label, *[_styled(text, real) for text, real in cells])
+    if "bootstrap" in report:
+        table.caption = escape(
+            f"v [low, high] = {report['bootstrap']['confidence']:.0%} bootstrap interval over queries; "
+            "* = paired difference interval excludes 0 (green: reference better, red: worse)"
+        )
     return table
+
+
+def _styled(text: str, real: bool) -> str:
+    if not real:
+        return text
+    return f"[green]{text} *[/]" if text.startswith("+") else f"[red]{text} *[/]"
 
 
 def _pool_words(report: dict[str, Any]) -> str:
@@ -82,6 +168,23 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for label, values in metric_rows(report):
         lines.append(f"| {label} | " + " | ".join(_fmt(v) for v in values) + " |")
+    diff_rows = difference_rows(report)
+    if diff_rows:
+        ref = report["differences"]["reference"]
+        lines += [
+            "",
+            f"## {ref} minus each method",
+            "",
+            "Paired 95% bootstrap intervals over the same resampled queries; **bold \\*** = the "
+            "interval excludes 0, a difference these queries support.",
+            "",
+            "| difference | " + " | ".join(names) + " |",
+            "| --- | " + " | ".join("---:" for _ in names) + " |",
+        ]
+        for label, cells in diff_rows:
+            lines.append(
+                f"| {label} | " + " | ".join(f"**{t} \\***" if real else t for t, real in cells) + " |"
+            )
     lines += ["", "## Protocol", ""]
     lines += [f"- {line}" for line in report.get("definitions", [])]
     anns = {n: m["ann"] for n, m in report["methods"].items() if "ann" in m}
@@ -126,12 +229,21 @@ def plot_recall(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def without_per_query(report: dict[str, Any]) -> dict[str, Any]:
+    """The report minus each method's `per_query` arrays (kept in memory for comparisons)."""
+    methods = {
+        name: {k: v for k, v in m.items() if k != "per_query"}
+        for name, m in report.get("methods", {}).items()
+    }
+    return {**report, "methods": methods}
+
+
 def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write report.json, report.md and recall_at_k.png into `out` (atomically each)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "recall_at_k.png"}
-    write_json_atomic(paths["json"], report)
+    write_json_atomic(paths["json"], without_per_query(report))
     with atomic_path(paths["md"]) as tmp:
         tmp.write_text(markdown(report))
     plot_recall(report, paths["png"])

@@ -10,9 +10,10 @@ from typing import Any
 
 import polars as pl
 
+from core.bootstrap import Bootstrap
 from core.contracts import read_notes, read_pairs, read_split_notes
 from core.errors import UserError
-from retriever.evaluate import build_eval_set, evaluate_embedder, evaluate_scores
+from retriever.evaluate import EvalSet, build_eval_set, evaluate_embedder, evaluate_scores, paired_differences
 
 DEFINITIONS = [
     "pairs are taken greedily in (query_id, rank, target_id) order so that no note is used twice, "
@@ -23,6 +24,9 @@ DEFINITIONS = [
     "clamp((K - r + 1) / (g + 1), 0, 1), its expectation under random tie-breaking (MRR and NDCG@10 "
     "likewise average over the g + 1 equally likely ranks), for every method",
     "embeddings: exact dot product of L2-normalised vectors (chunked brute force)",
+    "intervals: 95% percentile bootstrap over queries (2000 resamples by default); a difference "
+    "'A - B' is paired: each resample draws one set of queries for both methods, and an interval "
+    "that excludes 0 (marked *) is a difference these queries support",
     "ANN: the same query vectors through a temporary Qdrant Edge collection of the pool "
     "(production HNSW settings); recall@10 vs exact = overlap of ANN and exact top-10",
     "short/long: title + content characters <= / > short_chars (default: the split's median)",
@@ -115,10 +119,17 @@ def run_eval(
     batch_size: int = 32,
     device: str | None = None,
     vectors: Sequence[str | Path] = (),
+    bootstrap: Bootstrap | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Evaluate each checkpoint, each vectors directory (`i2i embed`, read instead of
-    embedding again) and the BM25 / image-only baselines on one split."""
+    embedding again) and the BM25 / image-only baselines on one split.
+
+    Every metric gets a bootstrap interval over queries; `differences` holds the first
+    method (the first checkpoint or vectors, else BM25) minus every other, with paired
+    intervals.
+    """
+    boot = bootstrap or Bootstrap()
     from train.embed import load_embedder
 
     notes = Path(notes)
@@ -153,7 +164,7 @@ def run_eval(
         embedder = load_embedder(ckpt, device=device)
         name = _unique(Path(ckpt).resolve().name, methods)
         res = evaluate_embedder(
-            embedder, es, image_root, name=name, ann=ann, batch_size=batch_size, device=device
+            embedder, es, image_root, name=name, ann=ann, batch_size=batch_size, device=device, boot=boot
         )
         res["checkpoint"] = str(ckpt)
         methods[name] = res
@@ -164,7 +175,7 @@ def run_eval(
         stored = VectorFiles(folder)
         name = _unique(Path(folder).resolve().name, methods)
         res = evaluate_embedder(
-            stored, es, image_root, name=name, ann=ann, batch_size=batch_size, device=device
+            stored, es, image_root, name=name, ann=ann, batch_size=batch_size, device=device, boot=boot
         )
         res["vectors"] = str(folder)
         methods[name] = res
@@ -172,11 +183,11 @@ def run_eval(
         from retriever.baselines import bm25_scorer, embedding_scorer, image_only_embedder
 
         log("baseline: BM25")
-        methods["bm25"] = evaluate_scores(bm25_scorer(es), es, "bm25")
+        methods["bm25"] = evaluate_scores(bm25_scorer(es), es, "bm25", boot=boot)
         log("baseline: image only (frozen vision features)")
         vision = image_only_embedder(checkpoints[0] if checkpoints else None, device=device)
         methods["image-only"] = evaluate_scores(
-            embedding_scorer(vision, es, image_root, batch_size), es, "image-only"
+            embedding_scorer(vision, es, image_root, batch_size), es, "image-only", boot=boot
         )
         methods["image-only"]["model_id"] = vision.model_id
     if not methods:
@@ -194,5 +205,24 @@ def run_eval(
         "short_chars": es.short_chars,
         "definitions": DEFINITIONS,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "bootstrap": {"resamples": boot.resamples, "confidence": boot.confidence, "seed": boot.seed},
         "methods": methods,
+        "differences": method_differences(methods, es, boot),
+    }
+
+
+def method_differences(
+    methods: dict[str, Any], es: EvalSet, boot: Bootstrap, reference: str | None = None
+) -> dict[str, Any]:
+    """`reference` (default: the first method) minus each other method, per metric and
+    slice, with paired bootstrap intervals over the same resampled queries."""
+    names = list(methods)
+    if not names:
+        return {"reference": None, "methods": {}}
+    ref = reference or names[0]
+    return {
+        "reference": ref,
+        "methods": {
+            name: paired_differences(methods[ref], methods[name], es, boot) for name in names if name != ref
+        },
     }

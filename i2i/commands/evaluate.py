@@ -60,9 +60,18 @@ def command(
     batch_size: Annotated[int, typer.Option(min=1, help="Notes per model forward pass.")] = 32,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: auto).")] = None,
     max_bad_images: MaxBadImages = 0.05,
+    resamples: Annotated[
+        int, typer.Option(min=1, help="Bootstrap resamples of the queries for the 95% intervals.")
+    ] = 2000,
     force: Force = False,
 ) -> None:
-    """Recall@K, MRR and NDCG@10 of RUN(s) and baselines; writes report.json, report.md, a plot."""
+    """Recall@K, MRR and NDCG@10 of RUN(s) and baselines; writes report.json, report.md, a plot.
+
+    Every value comes with its 95% bootstrap interval over queries, and the first RUN
+    (else BM25) minus each other method with a paired interval; * marks a difference
+    whose interval excludes 0.
+    """
+    from core.bootstrap import Bootstrap
     from retriever.report import comparison_table, write_report
     from retriever.runner import run_defaults, run_eval
 
@@ -96,6 +105,7 @@ def command(
         batch_size=batch_size,
         device=device,
         vectors=vectors or [],
+        bootstrap=Bootstrap(resamples=resamples),
         log=lambda msg: console.print(f"[dim]{msg}[/]"),
     )
     paths = write_report(report, out)

@@ -89,6 +89,20 @@ def test_eval_writes_reports_and_compares(
     assert "relation=image" in report["methods"]["a"]["slices"]
     assert report["methods"]["a"]["ann"]["recall@10_vs_exact"] == pytest.approx(1.0)  # small pool: full scan
     assert (runs[0] / "report.md").exists() and (runs[0] / "recall_at_k.png").exists()
+    # 95% intervals for every method and metric; the run minus each baseline, paired.
+    for m in report["methods"].values():
+        assert "per_query" not in m
+        for key, value in m["metrics"].items():
+            if key not in ("queries", "pool"):
+                iv = m["intervals"][key]
+                assert iv["low"] <= value <= iv["high"] and value == pytest.approx(iv["estimate"])
+    diffs = report["differences"]
+    assert diffs["reference"] == "a" and set(diffs["methods"]) == {"bm25", "image-only"}
+    d = diffs["methods"]["bm25"]["metrics"]["mrr"]
+    want = report["methods"]["a"]["metrics"]["mrr"] - report["methods"]["bm25"]["metrics"]["mrr"]
+    assert d["estimate"] == pytest.approx(want) and d["low"] <= d["estimate"] <= d["high"]
+    assert "a − method:" in out and "bootstrap interval over queries" in out
+    assert "## a minus each method" in (runs[0] / "report.md").read_text()
 
     code, out = _invoke("eval", runs[0], runs[1], *data)
     assert code == 2 and "--compare" in out

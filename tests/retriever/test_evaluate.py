@@ -242,3 +242,54 @@ def test_pair_order_is_query_rank_target_whatever_the_file_order() -> None:
         picks.add((tuple(q["note_id"] for q in es.queries), tuple(es.targets)))
     # a: rank tie between b and c -> b (target id); c -> e; d: b and e are used.
     assert picks == {(("a", "c"), ("b", "e"))}
+
+
+def test_paired_differences_mark_what_the_queries_support(tmp_path: Path) -> None:
+    """Method "good" puts every target first; "noisy" matches it on half the queries and
+    misses the others; "twin" equals "good". good - noisy excludes 0, good - twin is 0."""
+    from core.bootstrap import Bootstrap
+    from retriever.report import markdown
+    from retriever.runner import method_differences
+
+    n, pool_n = 60, 200
+    pool = [f"p{j:03d}" for j in range(pool_n)]
+    es = _eval_set(
+        [f"q{i}" for i in range(n)], pool, list(range(n)), query_text_eq_short=[i % 2 == 0 for i in range(n)]
+    )
+    good = np.zeros((n, pool_n))
+    good[np.arange(n), np.arange(n)] = 1.0
+    noisy = good.copy()
+    noisy[1::2, -1] = 2.0  # odd queries: another note scores higher
+    boot = Bootstrap(resamples=300)
+    methods = {
+        "good": evaluate_scores(lambda idx: good[idx], es, "good", boot=boot),
+        "noisy": evaluate_scores(lambda idx: noisy[idx], es, "noisy", boot=boot),
+        "twin": evaluate_scores(lambda idx: good[idx], es, "twin", boot=boot),
+    }
+    diffs = method_differences(methods, es, boot)
+    assert diffs["reference"] == "good"
+    r10 = diffs["methods"]["noisy"]["metrics"]["recall@10"]
+    assert r10["estimate"] == pytest.approx(0.0)  # rank 2 is still in the top 10
+    mrr = diffs["methods"]["noisy"]["metrics"]["mrr"]
+    assert mrr["estimate"] == pytest.approx(0.25) and mrr["low"] > 0
+    assert diffs["methods"]["noisy"]["slices"]["query_text=short"]["mrr"]["estimate"] == pytest.approx(0.0)
+    twin = diffs["methods"]["twin"]["metrics"]["mrr"]
+    assert (twin["low"], twin["high"]) == (0.0, 0.0)
+    report = {
+        "split": "test",
+        "notes_file": "n",
+        "pairs_file": "p",
+        "queries": n,
+        "pool": pool_n,
+        "dropped_pairs": 0,
+        "short_chars": 0,
+        "definitions": [],
+        "bootstrap": {"resamples": 300, "confidence": 0.95, "seed": 0},
+        "methods": methods,
+        "differences": diffs,
+    }
+    md = markdown(report)
+    assert "**+0.250 [" in md and "] \\*** |" in md  # good - noisy on MRR: bold, starred
+    assert "| good − method: recall@10 | ref | +0.000 [+0.000, +0.000] | +0.000 [+0.000, +0.000] |" in md
+    noisy_mrr = methods["noisy"]["intervals"]["mrr"]
+    assert noisy_mrr["low"] < 0.75 < noisy_mrr["high"]  # (1 + 1/2) / 2 = 0.75 inside its own interval
