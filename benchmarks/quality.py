@@ -1,96 +1,191 @@
-"""Does NoteLLM-2 do what the paper says? The five variants side by side.
+"""Does NoteLLM-2 do what the paper says? The five variants side by side, with error bars.
 
-On one `i2i synth` platform, trains each variant with the same budget and seed
+On one platform (`--data emoji`: the Unicode emoji, real words and pictures; `--data
+synth`: the synthetic platform), trains each variant with the same budget and seed
 (`text-only`, `basic`, `micl`, `late-fusion`, `notellm2`; SmolLM2-135M shortened to its
 first layers + EfficientNet-Lite0, offline), evaluates each with the `i2i eval` harness
-(same split, same greedy queries, same pool) next to the BM25 and image-only baselines,
-and again with the image blanked and with the text blanked, as the paper does, to show
-how much each variant relies on each modality. Also reports the mean late-fusion gate
-z (the share of each dimension kept from the LLM; 1 - z is the image's share).
+(the reference pool: every test-split note; same greedy queries for every method) next
+to the BM25 and image-only baselines, and again with the image blanked and with the
+text blanked, to show how much each variant relies on each modality. Also reports the
+mean late-fusion gate z (the share of each dimension kept from the LLM).
+
+Every metric has a 95% bootstrap interval over the test queries, and the reference
+method (`--reference`, default notellm2) minus every other method has a paired interval
+(the same resampled queries for both); a difference whose interval excludes 0 is
+marked `*`. The split leaves at least 300 test queries with the default sizes (the run
+warns when it does not).
 
 What the paper leads us to expect: `notellm2` above `basic` overall and clearly above it
 on pairs related by the image only; `basic` close to `text-only` (visual neglect).
 
-    python benchmarks/quality.py                      # ~25 min on 2 CPU cores
-    python benchmarks/quality.py --tiny --out /tmp/q  # smoke test with tiny random models
+    python benchmarks/quality.py --data emoji                 # ~2 h on 2 CPU cores
+    python benchmarks/quality.py --data synth
+    python benchmarks/quality.py --data emoji --tiny --out /tmp/q   # smoke test, tiny models
+    python benchmarks/quality.py --data emoji --micl-weights 9,1 --llm-train lora \\
+        --set warmup_ratio=0.05 --set qformer_layers=4 --variants notellm2,basic
 
-Writes OUT/results.json and OUT/results.md; re-running skips finished runs.
+Every training knob of the recipe is a flag (`--lr --llm-lr --steps --pairs-per-step
+--llm-layers --micl-weights --temperature-init --llm-train full|frozen|lora --variants`),
+and `--set KEY=VALUE` (repeatable) sets any other `TrainConfig` or `ModelConfig` field.
+Writes OUT/results.json and OUT/results.md; re-running skips finished data, pairs and
+runs (change `--out` when changing the recipe).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from core.bootstrap import Bootstrap
 from core.contracts import read_notes, read_pairs, read_split_notes
+from core.errors import UserError
 from core.io import write_json_atomic
 from i2i.demo import default_demo_model
 from pipeline.mine import mine_pairs, write_pairs
-from pipeline.synth import generate_platform
 from retriever.baselines import BlankedEmbedder, bm25_scorer, embedding_scorer, image_only_embedder
-from retriever.evaluate import build_eval_set, evaluate_embedder, evaluate_scores
-from train.config import VARIANTS
+from retriever.evaluate import EvalSet, build_eval_set, evaluate_embedder, evaluate_scores
+from retriever.report import excludes_zero, with_interval
+from retriever.runner import method_differences
+from train.config import VARIANTS, ModelConfig
 from train.embed import load_embedder
 from train.loop import TrainConfig, train
 
-SLICES = ("relation=text", "relation=image", "relation=both", "query_text=short")
+MIN_QUERIES = 300
+# (result key, column title): overall metrics and slices, each shown with its interval.
+METRICS = (
+    ("recall@10", "R@10"),
+    ("recall@100", "R@100"),
+    ("mrr", "MRR"),
+)
+SLICES = (("relation=text", "text R@10"), ("relation=image", "image R@10"), ("relation=both", "both R@10"))
+# Per dataset: generator sizes and the split (shares of notes) that leaves 300+ test queries.
+DATASETS: dict[str, dict[str, Any]] = {
+    "synth": {"notes": 3000, "users": 1500, "events": 200_000, "split": "0.6,0.1,0.3"},
+    "emoji": {"users": 3000, "events": 300_000, "split": "0.6,0.1,0.3"},
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=tuple(DATASETS), default="emoji")
+    p.add_argument("--out", type=Path, default=None, help="default: bench_out/quality-DATA")
+    p.add_argument("--notes", type=int, default=None, help="synth: notes (default 3000)")
+    p.add_argument("--users", type=int, default=None)
+    p.add_argument("--events", type=int, default=None)
+    p.add_argument("--subgroups", default=None, help="emoji: keep only these subgroups (comma-separated)")
+    p.add_argument("--split", default=None, help="train,val,test shares of notes (default 0.6,0.1,0.3)")
+    p.add_argument("--window", default="1h", help="co-view window (the simulated sessions last ~1h)")
+    # the training recipe
+    p.add_argument("--steps", type=int, default=80, help="optimizer steps per variant (same for all)")
+    p.add_argument("--pairs-per-step", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3, help="new modules: connector, fusion, head")
+    p.add_argument("--llm-lr", type=float, default=1e-4, help="SmolLM2's own weights")
+    p.add_argument("--llm-layers", type=int, default=4, help="SmolLM2 layers kept (of 30)")
+    p.add_argument("--llm-train", choices=("full", "frozen", "lora"), default="full")
+    p.add_argument("--micl-weights", default=None, help="text,vision mICL loss weights (default: 9,1)")
+    p.add_argument("--temperature-init", type=float, default=3.0, help="t0: logits scaled by exp(t)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any TrainConfig or ModelConfig field, e.g. warmup_ratio=0.05 (repeatable; JSON values)",
+    )
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--reference", default="notellm2", help="the method every other is compared with")
+    p.add_argument("--no-blank", action="store_true", help="skip the blanked-modality evaluations")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the queries")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tiny", action="store_true", help="tiny random models: a smoke test in minutes")
+    args = p.parse_args(argv)
+    args.out = args.out or Path(f"bench_out/quality-{args.data}")
+    defaults = DATASETS[args.data]
+    for key in ("notes", "users", "events", "split"):
+        if getattr(args, key, None) is None and key in defaults:
+            setattr(args, key, defaults[key])
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        p.error(f"--variants {','.join(unknown)} unknown; expected some of {','.join(VARIANTS)}")
+    return args
 
 
 def _data(args: argparse.Namespace, out: Path, console: Console) -> tuple[Path, Path]:
     data, pairs = out / "data", out / "pairs"
-    if not (data / "synth.json").exists():
-        console.print(f"synth: {args.notes} notes, {args.events} events")
-        generate_platform(
-            data,
-            notes=args.notes,
-            users=args.users,
-            days=14,
-            events=args.events,
-            image_size=96,
-            seed=args.seed,
-        )
+    summary = data / f"{args.data}.json"
+    if not summary.exists():
+        if args.data == "emoji":
+            from pipeline.emoji import generate_emoji
+
+            console.print(f"emoji: {args.users} users, {args.events} events")
+            subgroups = args.subgroups.split(",") if args.subgroups else None
+            generate_emoji(
+                data, users=args.users, events=args.events, image_size=96, seed=args.seed, subgroups=subgroups
+            )
+        else:
+            from pipeline.synth import generate_platform
+
+            console.print(f"synth: {args.notes} notes, {args.users} users, {args.events} events")
+            generate_platform(
+                data, notes=args.notes, users=args.users, events=args.events, image_size=96, seed=args.seed
+            )
     if not (pairs / "summary.json").exists():
-        # 1h: the synthetic sessions (see DemoConfig.window); real logs use the 7d default
-        write_pairs(mine_pairs(data / "logs", window="1h", split=(0.8, 0.1, 0.1), seed=args.seed), pairs)
+        write_pairs(mine_pairs(data / "logs", window=args.window, split=args.split, seed=args.seed), pairs)
     return data, pairs
 
 
-def _model(args: argparse.Namespace, variant: str):  # -> ModelConfig
+def _apply_overrides(cfg: TrainConfig, overrides: list[str]) -> None:
+    """`KEY=VALUE` onto the TrainConfig field KEY, else the ModelConfig field KEY (JSON values)."""
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r} is not KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if key in train_fields and key != "model":
+            setattr(cfg, key, value)
+        elif key in model_fields:
+            setattr(cfg.model, key, value)
+        else:
+            raise UserError(f"--set {key}: no such TrainConfig or ModelConfig field")
+    cfg.model.__post_init__()  # normalises and validates the model fields
+
+
+def _train_config(args: argparse.Namespace, variant: str, data: Path, pairs: Path, run: Path) -> TrainConfig:
     if args.tiny:
         from train.testing import tiny_model_config
 
-        return tiny_model_config(variant=variant)
-    model = default_demo_model(args.llm_layers)
-    model.variant = variant
-    model.temperature_init = args.temperature_init
-    model.validate()
-    return model
-
-
-def _train_variant(
-    args: argparse.Namespace, variant: str, data: Path, pairs: Path, out: Path, console: Console
-) -> tuple[Path, float]:
-    run = out / "runs" / variant
-    if (run / "summary.json").exists():
-        return run, float(json.loads((run / "summary.json").read_text()).get("seconds", 0.0))
+        model = tiny_model_config(variant=variant)
+    else:
+        model = default_demo_model(args.llm_layers)
+        model.variant = variant
+        model.temperature_init = args.temperature_init
+    if args.micl_weights:
+        model.micl_weights = tuple(float(w) for w in args.micl_weights.split(","))  # type: ignore[assignment]
     cfg = TrainConfig(
         notes=str(data / "notes.parquet"),
         images=str(data),
         pairs=str(pairs),
         out=str(run),
-        model=_model(args, variant),
+        model=model,
         lr=args.lr,
         llm_lr=args.llm_lr,
+        llm_train=args.llm_train,
         max_steps=args.steps,
         pairs_per_step=args.pairs_per_step,
         val_every=args.steps,  # validate once at the end: the budget goes to training
@@ -99,16 +194,29 @@ def _train_variant(
         seed=args.seed,
         device="cpu",
     )
+    _apply_overrides(cfg, args.overrides)
+    return cfg
+
+
+def _train_variant(
+    args: argparse.Namespace, variant: str, data: Path, pairs: Path, out: Path, console: Console
+) -> tuple[Path, dict[str, Any]]:
+    run = out / "runs" / variant
+    if (run / "summary.json").exists():
+        return run, json.loads((run / "summary.json").read_text())
+    cfg = _train_config(args, variant, data, pairs, run)
     t0 = time.perf_counter()
     train(cfg, console, resume=(run / "last").is_dir())
-    return run, time.perf_counter() - t0
+    done = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    done.setdefault("seconds", time.perf_counter() - t0)
+    return run, done
 
 
 @contextlib.contextmanager
 def _gate_recorder(model: Any) -> Iterator[list[tuple[float, int]]]:
     """Record (mean late-fusion gate z, batch size) of every forward while active."""
     gates: list[tuple[float, int]] = []
-    if model.fusion is None:
+    if getattr(model, "fusion", None) is None:
         yield gates
         return
     hook = model.register_forward_hook(
@@ -120,39 +228,34 @@ def _gate_recorder(model: Any) -> Iterator[list[tuple[float, int]]]:
         hook.remove()
 
 
-def _row(res: dict[str, Any]) -> dict[str, float | None]:
-    m, s = res["metrics"], res.get("slices", {})
-    row: dict[str, float | None] = {"recall@10": m.get("recall@10"), "recall@100": m.get("recall@100")}
-    for name in SLICES:
-        row[f"{name} r@10"] = s.get(name, {}).get("recall@10")
-        row[f"{name} r@100"] = s.get(name, {}).get("recall@100")
-    return row
+def _evaluate_variant(
+    args: argparse.Namespace, variant: str, run: Path, es: EvalSet, data: Path, boot: Bootstrap
+) -> dict[str, Any]:
+    embedder = load_embedder(run, device="cpu")
+    with _gate_recorder(embedder.model) as gates:
+        res = evaluate_embedder(embedder, es, data, name=variant, ann=False, boot=boot)
+    res["gate z"] = sum(g * n for g, n in gates) / sum(n for _, n in gates) if gates else None
+    res["blanked"] = {}
+    if not args.no_blank:
+        for blank in ("image", "text"):
+            if blank == "image" and variant == "text-only":
+                res["blanked"][blank] = {"metrics": res["metrics"], "intervals": res["intervals"]}
+                continue  # it never sees the image
+            b = evaluate_embedder(BlankedEmbedder(embedder, blank), es, data, ann=False, boot=boot)
+            res["blanked"][blank] = {"metrics": b["metrics"], "intervals": b["intervals"]}
+    return res
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("bench_out/quality"))
-    p.add_argument("--notes", type=int, default=2000)
-    p.add_argument("--users", type=int, default=800)
-    p.add_argument("--events", type=int, default=100_000)
-    p.add_argument("--steps", type=int, default=80, help="optimizer steps per variant (same for all)")
-    p.add_argument("--pairs-per-step", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3, help="new modules: connector, fusion, head")
-    p.add_argument("--llm-lr", type=float, default=1e-4, help="SmolLM2's own weights")
-    p.add_argument("--llm-layers", type=int, default=4, help="SmolLM2 layers kept (of 30)")
-    p.add_argument("--temperature-init", type=float, default=3.0, help="t0: logits scaled by exp(t)")
-    p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tiny", action="store_true", help="tiny random models: a smoke test in seconds")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     console = Console()
     out: Path = args.out
     t_start = time.perf_counter()
+    boot = Bootstrap(resamples=args.resamples, seed=args.seed)
     data, pairs = _data(args, out, console)
 
-    notes_df = read_notes(data / "notes.parquet")
     es = build_eval_set(
-        notes_df,
+        read_notes(data / "notes.parquet"),
         read_pairs(pairs / "test.parquet"),
         pl.read_parquet(data / "truth.parquet"),
         "test",
@@ -160,82 +263,157 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     counts = {k: int(v.sum()) for k, v in es.slices.items()}
     console.print(f"test split: {len(es.queries)} queries, pool {len(es.pool)}; slice sizes {counts}")
+    if len(es.queries) < MIN_QUERIES:
+        console.print(
+            f"[bold red]only {len(es.queries)} test queries (< {MIN_QUERIES}): intervals will be wide; "
+            "raise --events/--users or the test share of --split[/]"
+        )
 
-    results: dict[str, Any] = {"queries": len(es.queries), "pool": len(es.pool), "slice_sizes": counts}
-    rows: dict[str, dict[str, Any]] = {}
-    rows["bm25"] = _row(evaluate_scores(bm25_scorer(es), es, "bm25"))
+    methods: dict[str, dict[str, Any]] = {}
+    methods["bm25"] = evaluate_scores(bm25_scorer(es), es, "bm25", boot=boot)
     vision = image_only_embedder(None)  # EfficientNet-Lite0 (ImageNet), offline
-    rows["image-only"] = _row(evaluate_scores(embedding_scorer(vision, es, data), es, "image-only"))
-
+    methods["image-only"] = evaluate_scores(embedding_scorer(vision, es, data), es, "image-only", boot=boot)
     for variant in args.variants.split(","):
-        run, train_s = _train_variant(args, variant, data, pairs, out, console)
-        embedder = load_embedder(run, device="cpu")
-        # the gate is read off the same forwards that embed the test notes
-        with _gate_recorder(embedder.model) as gates:
-            full = evaluate_embedder(embedder, es, data, name=variant, ann=False)
-        row = _row(full)
-        for blank in ("image", "text"):
-            if blank == "image" and variant == "text-only":
-                row[f"blank {blank} r@10"] = row["recall@10"]  # it never sees the image
-                continue
-            blanked = evaluate_embedder(BlankedEmbedder(embedder, blank), es, data, ann=False)
-            row[f"blank {blank} r@10"] = blanked["metrics"].get("recall@10")
-        row["gate z"] = sum(g * n for g, n in gates) / sum(n for _, n in gates) if gates else None
-        row["train s"] = round(train_s, 1)
-        rows[variant] = row
-        console.print(f"{variant}: recall@10 {row['recall@10']:.3f}")
+        run, done = _train_variant(args, variant, data, pairs, out, console)
+        methods[variant] = _evaluate_variant(args, variant, run, es, data, boot)
+        methods[variant]["train"] = {k: done.get(k) for k in ("seconds", "steps", "best") if k in done}
+        console.print(
+            f"{variant}: recall@10 {methods[variant]['metrics'].get('recall@10', float('nan')):.3f}"
+        )
 
-    results["rows"] = rows
-    results["seconds"] = round(time.perf_counter() - t_start, 1)
-    results["args"] = {k: str(v) for k, v in vars(args).items()}
+    reference = args.reference if args.reference in methods else list(methods)[-1]
+    diffs = method_differences(methods, es, boot, reference=reference)
+    results = {
+        "data": args.data,
+        "queries": len(es.queries),
+        "pool": len(es.pool),
+        "enough_queries": len(es.queries) >= MIN_QUERIES,
+        "slice_sizes": counts,
+        "bootstrap": {"resamples": boot.resamples, "confidence": boot.confidence, "seed": boot.seed},
+        "methods": {name: {k: v for k, v in m.items() if k != "per_query"} for name, m in methods.items()},
+        "differences": diffs,
+        "seconds": round(time.perf_counter() - t_start, 1),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     write_json_atomic(out / "results.json", results)
-    (out / "results.md").write_text(_markdown(rows, results))
-    console.print(_table(rows, results))
+    (out / "results.md").write_text(markdown(results))
+    console.print(methods_table(results))
+    console.print(differences_table(results))
     return results
 
 
-COLUMNS = (
-    ("recall@10", "R@10"),
-    ("recall@100", "R@100"),
-    ("relation=text r@10", "text R@10"),
-    ("relation=image r@10", "image R@10"),
-    ("relation=both r@10", "both R@10"),
-    ("relation=image r@100", "image R@100"),
-    ("query_text=short r@10", "short-q R@10"),
-    ("blank image r@10", "no-image R@10"),
-    ("blank text r@10", "no-text R@10"),
-    ("gate z", "gate z"),
-)
+# --- tables ---------------------------------------------------------------------------
 
 
-def _fmt(x: Any) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "-"
-    return f"{x:.3f}" if isinstance(x, float) else str(x)
+def _cell(method: dict[str, Any], key: str, slice_name: str | None = None) -> str:
+    if slice_name is None:
+        value, iv = method.get("metrics", {}).get(key), method.get("intervals", {}).get(key)
+    else:
+        value = method.get("slices", {}).get(slice_name, {}).get(key)
+        iv = method.get("slice_intervals", {}).get(slice_name, {}).get(key)
+    return with_interval(value, iv)
 
 
-def _table(rows: dict[str, dict[str, Any]], results: dict[str, Any]) -> Table:
-    t = Table(title=f"quality: {results['queries']} test queries, pool {results['pool']}")
-    t.add_column("method")
-    for _, title in COLUMNS:
-        t.add_column(title, justify="right")
-    for name, row in rows.items():
-        t.add_row(name, *(_fmt(row.get(key)) for key, _ in COLUMNS))
+def method_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per method: each metric with its interval, blanked-modality
+    Recall@10, the gate and the training time."""
+    head = ["method", *(t for _, t in METRICS), *(t for _, t in SLICES), "no-image R@10", "no-text R@10"]
+    head += ["gate z", "train s"]
+    rows = []
+    for name, m in results["methods"].items():
+        row = [name, *(_cell(m, k) for k, _ in METRICS), *(_cell(m, "recall@10", s) for s, _ in SLICES)]
+        for blank in ("image", "text"):
+            row.append(_cell(m["blanked"][blank], "recall@10") if blank in m.get("blanked", {}) else "-")
+        gate = m.get("gate z")
+        row.append("-" if gate is None else f"{gate:.3f}")
+        seconds = m.get("train", {}).get("seconds")
+        row.append("-" if seconds is None else f"{seconds:.0f}")
+        rows.append(row)
+    return head, rows
+
+
+def difference_rows(results: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and one row per other method: reference - method, paired interval, and
+    whether it excludes 0."""
+    diffs = results["differences"]
+    head = [f"{diffs['reference']} − method", *(t for _, t in METRICS), *(t for _, t in SLICES)]
+    rows = []
+    for name, d in diffs["methods"].items():
+        row = [(name, False)]
+        for key, _ in METRICS:
+            iv = d["metrics"].get(key)
+            row.append(
+                ("-", False) if iv is None else (with_interval(iv["estimate"], iv, True), excludes_zero(iv))
+            )
+        for s, _ in SLICES:
+            iv = d["slices"].get(s, {}).get("recall@10")
+            row.append(
+                ("-", False) if iv is None else (with_interval(iv["estimate"], iv, True), excludes_zero(iv))
+            )
+        rows.append(row)
+    return head, rows
+
+
+def _title(results: dict[str, Any]) -> str:
+    return (
+        f"quality on {results['data']}: {results['queries']} test queries, pool {results['pool']}; "
+        f"values with {results['bootstrap']['confidence']:.0%} bootstrap intervals over queries"
+    )
+
+
+def methods_table(results: dict[str, Any]) -> Table:
+    head, rows = method_rows(results)
+    t = Table(title=escape(_title(results)))
+    for i, h in enumerate(head):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*row)
     return t
 
 
-def _markdown(rows: dict[str, dict[str, Any]], results: dict[str, Any]) -> str:
-    head = "| method | " + " | ".join(title for _, title in COLUMNS) + " |"
-    sep = "|---" * (len(COLUMNS) + 1) + "|"
-    body = [
-        f"| {name} | " + " | ".join(_fmt(row.get(k)) for k, _ in COLUMNS) + " |" for name, row in rows.items()
-    ]
-    return (
-        f"# Quality benchmark\n\n{results['queries']} test queries, pool {results['pool']}; "
-        f"slice sizes {results['slice_sizes']}; {results['seconds']} s in all.\n\n"
-        + "\n".join([head, sep, *body])
-        + "\n"
+def differences_table(results: dict[str, Any]) -> Table:
+    head, rows = difference_rows(results)
+    t = Table(
+        title=escape(f"{results['differences']['reference']} minus each method, paired intervals"),
+        caption="* and colour: the interval excludes 0 (green: reference better, red: worse)",
     )
+    for i, h in enumerate(head):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        cells = [row[0][0]]
+        for text, real in row[1:]:
+            colour = "green" if text.startswith("+") else "red"
+            cells.append(f"[{colour}]{text} *[/]" if real else text)
+        t.add_row(*cells)
+    return t
+
+
+def markdown(results: dict[str, Any]) -> str:
+    head, rows = method_rows(results)
+    lines = [
+        "# Quality benchmark",
+        "",
+        f"{_title(results)}; slice sizes {results['slice_sizes']}; {results['seconds']} s in all.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+    head, drows = difference_rows(results)
+    lines += [
+        "",
+        f"## {results['differences']['reference']} minus each method",
+        "",
+        "Paired 95% bootstrap intervals (the same resampled queries for both methods); "
+        "**bold \\*** = the interval excludes 0, a difference these queries support.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
+    ]
+    for r in drows:
+        cells = [r[0][0], *(f"**{t} \\***" if real else t for t, real in r[1:])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
