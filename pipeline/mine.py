@@ -192,12 +192,7 @@ def mine_pairs(
         "seed": seed,
     }
     splits = {
-        name: {
-            "pairs": df.height,
-            "queries": df["query_id"].n_unique(),
-            "notes": int((scoring.split == i).sum()),
-        }
-        for i, (name, df) in enumerate(per_split.items())
+        name: {"pairs": df.height, "queries": df["query_id"].n_unique()} for name, df in per_split.items()
     }
     examples = {"unparsed_ts": unparsed_examples}
     summary = make_summary(logs, files, params, counts, engine, splits, time.perf_counter() - t0, examples)
