@@ -1,4 +1,4 @@
-"""The reference evaluation protocol (NOTELLM2.md, "How it is evaluated").
+"""The reference evaluation protocol (NoteLLM-2's: greedy unique pairs, Recall@K over a pool).
 
 Shared by training validation (`train/`) and offline evaluation (`retriever/`):
 

@@ -76,7 +76,6 @@ FILLER = [
     "try",
     "worth",
     "it",
-    ").split(",
 ]
 
 # Titles of near-empty notes: nothing about the topic.

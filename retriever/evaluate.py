@@ -1,4 +1,4 @@
-"""Offline evaluation: the reference protocol (core.metrics, NOTELLM2.md) on a pairs split.
+"""Offline evaluation: the reference protocol (described in core.metrics) on a pairs split.
 
 One harness for every method, so numbers are comparable:
 

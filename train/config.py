@@ -4,7 +4,7 @@ A config names the base LLM, the vision encoder, the connector, the variant, the
 prompt templates and the sizes; `train.model.build_model(config)` turns it into a
 model, and a checkpoint stores it beside the weights so loading needs no flags.
 
-Variants (NOTELLM2.md, "The variants the paper compares"):
+Variants (the five the NoteLLM-2 paper compares):
 
 | variant       | prompt            | image | late fusion |
 | ------------- | ----------------- | ----- | ----------- |
@@ -30,7 +30,7 @@ VARIANTS = ("text-only", "basic", "micl", "late-fusion", "notellm2")
 CONNECTORS = ("qformer", "mlp")
 LIMIT_UNITS = ("tokens", "chars")
 
-# Placeholder / special tokens added to the tokenizer (NOTELLM2.md, "The prompts").
+# Placeholder / special tokens added to the tokenizer (their use: train.prompts).
 IMG_TOKEN = "<IMG>"  # replaced by `num_query_tokens` visual tokens
 IMG_EMB_TOKEN = "<IMG_EMB>"  # mICL: the visual embedding is pooled just before it
 

@@ -1,4 +1,5 @@
-"""Late fusion (NOTELLM2.md, "Late fusion").
+"""Late fusion: a learned per-dimension gate mixes the image's global feature back into an
+LLM embedding (NoteLLM-2's late fusion).
 
     v     = W_v · cls                      W_v: vision width -> d, no bias
     z     = sigmoid(W_g · [h ; v])         W_g: 2d -> d, no bias, Xavier-normal init

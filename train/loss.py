@@ -1,4 +1,4 @@
-"""The NoteLLM-2 pair contrastive loss (NOTELLM2.md, "Head and loss").
+"""The NoteLLM-2 pair contrastive loss: symmetric in-batch cross-entropy over related pairs.
 
 Batch convention (one forward per step)
 ---------------------------------------

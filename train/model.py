@@ -251,9 +251,6 @@ class NoteLLM2(nn.Module):
                 p.requires_grad_(mode == "full")
         self.llm_mode = mode
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
 
 def build_model(config: ModelConfig) -> NoteLLM2:
     """The one factory: load the LLM and the vision encoder named by `config`, add a

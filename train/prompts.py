@@ -1,4 +1,5 @@
-"""Note -> prompt text (NOTELLM2.md, "A note" and "The prompts").
+"""Note -> prompt text: the fields of a note (core.contracts) in the variant's template
+(train.model_config).
 
 Content hashtags (`#tag#`) move to the tags and newlines become spaces (as the
 reference does), then fields are truncated to the config's limits (`title_max`, `content_max`, `max_tags` x

@@ -1,6 +1,6 @@
 """Validation during training: val loss and Recall@K on the val pairs.
 
-The protocol is the shared one (`core.metrics`, NOTELLM2.md "How it is evaluated"):
+The protocol is the shared one (`core.metrics`, described there):
 greedy unique val pairs, the pool is every val-split note that is not a query, rank
 the pool by dot product, Recall@K / MRR / NDCG@10. Every val-split note is embedded
 once (ranks embed contiguous shards and all-gather them), then every rank computes the

@@ -68,7 +68,11 @@ def test_text_never_names_the_motif_but_names_the_topic(synth_platform: Path) ->
         truth["text_length"],
         strict=True,
     ):
-        words = set(f"{title} {content} {' '.join(tags)}".lower().replace("#", " ").replace(".", " ").split())
+        text = f"{title} {content} {' '.join(tags)}"
+        assert all(c.isalnum() or c in " #.'-" for c in text), (
+            text
+        )  # words only (once `").split("` leaked in)
+        words = set(text.lower().replace("#", " ").replace(".", " ").split())
         assert not words & visual
         if length == "long":
             on_topic.append(
