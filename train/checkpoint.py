@@ -7,7 +7,8 @@
                              fusion, head, temperature (the frozen encoder is saved too,
                              so a random test tower or a local weights file round-trips
                              and loading never needs the original weights)
-    <dir>/manifest.json      format version, weights sha256, checkpoint id
+    <dir>/manifest.json      format version, weights sha256, checkpoint id; `lora` (rank,
+                             alpha) when the LoRA adapters are stored apart (see below)
     <dir>/extra.json         caller's extra data (e.g. training step, metrics), optional
 
 Writes are atomic (`core.io.atomic_path`): a crash leaves the previous checkpoint intact.
@@ -71,15 +72,15 @@ def _make_id(config_text: str, weights_sha: str) -> str:
     return "notellm2-" + hashlib.sha256((config_text + weights_sha).encode()).hexdigest()[:16]
 
 
-def _state_dict(model: NoteLLM2) -> dict[str, torch.Tensor]:
+def _state_dict(model: NoteLLM2, merge_lora: bool) -> dict[str, torch.Tensor]:
     """All weights as contiguous CPU tensors, shared storage copied (safetensors refuses
     shared tensors); unshared tensors are not copied, so saving a large model does not
     double its memory.
 
-    LoRA adapters (peft) are merged into a copy of the decoder first, so the saved
-    checkpoint is a plain model."""
+    With `merge_lora`, LoRA adapters (peft) are merged into a copy of the decoder first,
+    so the saved checkpoint is a plain model; without, the adapters are saved apart."""
     state = model.state_dict()
-    if model.llm_mode == "lora":  # pragma: no cover - needs peft
+    if model.llm_mode == "lora" and merge_lora:
         import copy
 
         merged = copy.deepcopy(model.llm).merge_and_unload()
@@ -96,8 +97,13 @@ def _state_dict(model: NoteLLM2) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_checkpoint(model: NoteLLM2, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write `model` to `directory` (replaced atomically). Returns the directory."""
+def save_checkpoint(
+    model: NoteLLM2, directory: str | Path, extra: dict[str, Any] | None = None, *, merge_lora: bool = True
+) -> Path:
+    """Write `model` to `directory` (replaced atomically). Returns the directory.
+
+    A LoRA model is merged into a plain one (export), unless `merge_lora=False`: then the
+    adapters are kept apart, so training resumes them exactly (a training run's last/)."""
     directory = Path(directory)
     config_text = model.config.to_json()
     with atomic_path(directory) as tmp:
@@ -105,9 +111,16 @@ def save_checkpoint(model: NoteLLM2, directory: str | Path, extra: dict[str, Any
         (tmp / "config.json").write_text(config_text)
         model.llm.config.save_pretrained(tmp / "llm")
         model.tokenizer.save_pretrained(tmp / "tokenizer")
-        save_file(_state_dict(model), tmp / WEIGHTS, metadata={"format": FORMAT})
+        save_file(_state_dict(model, merge_lora), tmp / WEIGHTS, metadata={"format": FORMAT})
         weights_sha = _sha256(tmp / WEIGHTS)
-        manifest = {"format": FORMAT, "weights_sha256": weights_sha, "id": _make_id(config_text, weights_sha)}
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "weights_sha256": weights_sha,
+            "id": _make_id(config_text, weights_sha),
+        }
+        if model.llm_mode == "lora" and not merge_lora:
+            lora = model.llm.peft_config["default"]
+            manifest["lora"] = {"rank": lora.r, "alpha": lora.lora_alpha}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if extra is not None:
             (tmp / "extra.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
@@ -140,6 +153,10 @@ def load_checkpoint(
         else None
     )
     model = NoteLLM2(config, llm, tokenizer, vision)
+    manifest = directory / "manifest.json"
+    lora = json.loads(manifest.read_text()).get("lora") if manifest.exists() else None
+    if lora is not None:  # adapters stored apart: attach them before loading their weights
+        model.set_llm_trainable("lora", lora_rank=lora["rank"], lora_alpha=lora["alpha"])
     state = load_file(directory / WEIGHTS)
     missing, unexpected = model.load_state_dict(state, strict=False)
     # Non-persistent buffers (e.g. rotary inv_freq) are rebuilt by the constructors.
@@ -317,7 +334,7 @@ def save_trainer_checkpoint(
         }
 
         def write_last(path: Path) -> None:
-            save_checkpoint(model, path, extra={"step": state.step})
+            save_checkpoint(model, path, extra={"step": state.step}, merge_lora=False)
             torch.save(tensors, path / STATE_PT)
             (path / STATE_JSON).write_text(json.dumps(dataclasses.asdict(state)))
 

@@ -20,6 +20,7 @@ from core.errors import UserError
 from train.loop import train
 from train.model import build_model
 from train.run_dir import locked
+from train.testing import tiny_notes, tiny_pixels
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -187,3 +188,33 @@ def test_a_second_process_on_the_run_dir_is_refused(make_config, tmp_path: Path)
     with locked(tmp_path / "run"), pytest.raises(UserError, match=busy):
         train(cfg, console=quiet())
     assert not (tmp_path / "run" / "config.json").exists()  # the refused run wrote nothing
+
+
+def test_lora_resume_equals_uninterrupted(make_config, tmp_path: Path) -> None:
+    """last/ keeps the LoRA adapters apart (merged, they would restart from zero); best/ is merged."""
+    kwargs = {"max_steps": 4, "val_every": 2, "llm_train": "lora"}
+    whole = make_config(out=str(tmp_path / "whole"), **kwargs)
+    train(whole, console=quiet())
+    parts = make_config(out=str(tmp_path / "parts"), **kwargs)
+
+    def kill_after_step_3(step: int, record: dict) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(parts, console=quiet(), on_step=kill_after_step_3)
+    train(parts, console=quiet(), resume=True)
+    a = load_file(tmp_path / "whole" / "last" / "model.safetensors")
+    b = load_file(tmp_path / "parts" / "last" / "model.safetensors")
+    assert a.keys() == b.keys() and any("lora_A" in k for k in a)
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=0, atol=1e-6), name
+    assert not any("lora" in k for k in load_file(tmp_path / "whole" / "best" / "model.safetensors"))
+    # last/ still loads on its own (adapters attached), and equals its merged export.
+    from train.checkpoint import load_checkpoint, save_checkpoint
+
+    last = load_checkpoint(tmp_path / "whole" / "last")
+    merged = load_checkpoint(save_checkpoint(last, tmp_path / "export"))
+    batch = last.collate(tiny_notes(2), tiny_pixels(2))
+    with torch.no_grad():
+        torch.testing.assert_close(last(batch).multimodal, merged(batch).multimodal, atol=1e-5, rtol=1e-4)
