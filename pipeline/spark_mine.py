@@ -407,6 +407,7 @@ def mine_pairs_spark(
             for i, name in enumerate(SPLITS)
         }
         splits, final_rows = _split_stats(parts)
+        note_splits = _note_splits(distinct, shares, seed)
         counts["dropped_top_k"] = int(pair_stats["kept"] or 0) - final_rows
         for cached in (pairs, ev, distinct):
             cached.unpersist()
@@ -437,7 +438,9 @@ def mine_pairs_spark(
         seconds = time.perf_counter() - t0
         summary = make_summary(logs, sources, params, counts, engine, splits, seconds, examples)
         report("writing", 0, 1)
-        write_pairs(MineResult(pairs=dict(parts), summary=summary), out_path, force=force)
+        write_pairs(
+            MineResult(pairs=dict(parts), summary=summary, note_splits=note_splits), out_path, force=force
+        )
         report("writing", 1, 1)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -466,6 +469,27 @@ def _skew(ev: DataFrame, partitions: int) -> dict[str, Any]:
         "candidate_rows": total,
         "largest_user_rows": int(heaviest or 0),
     }
+
+
+def _note_splits(distinct: DataFrame, shares: tuple[float, float, float], seed: int) -> Any:
+    """The split of every note seen in the logs (`note_id, split`, sorted by note id), as
+    the Polars engine writes it to `notes_split.parquet` (evaluation pools read it). One
+    row per distinct note is collected to the driver: the catalogue, not the events."""
+    import polars as pl
+    from pyspark.sql import functions as F
+
+    rows = (
+        distinct.select(F.col("note").alias("note_id"))
+        .distinct()
+        .withColumn("split", _split_of(F.col("note_id"), shares, seed))
+        .collect()
+    )
+    return pl.DataFrame(
+        {
+            "note_id": pl.Series([str(r["note_id"]) for r in rows], dtype=pl.Utf8),
+            "split": pl.Series([SPLITS[int(r["split"])] for r in rows], dtype=pl.Utf8),
+        }
+    ).sort("note_id")
 
 
 def _split_stats(parts: dict[str, list[Path]]) -> tuple[dict[str, dict[str, int]], int]:

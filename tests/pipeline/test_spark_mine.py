@@ -101,6 +101,10 @@ def test_spark_and_polars_write_the_same_bytes(spark, tmp_path: Path, case: int)
     expected = json.loads((polars_out / "summary.json").read_text())
     assert summary["counts"] == expected["counts"]
     assert summary["splits"] == expected["splits"]
+    # the split of every note (evaluation pools read it) is the same file from both engines
+    assert pl.read_parquet(spark_out / "notes_split.parquet").equals(
+        pl.read_parquet(polars_out / "notes_split.parquet")
+    )
     assert summary["parameters"] == expected["parameters"]
     assert sum(s["pairs"] for s in summary["splits"].values()) > 0
     engine = summary["engine"]
