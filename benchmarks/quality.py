@@ -61,7 +61,7 @@ from retriever.baselines import BlankedEmbedder, bm25_scorer, embedding_scorer, 
 from retriever.evaluate import EvalSet, build_eval_set, evaluate_embedder, evaluate_scores
 from retriever.report import excludes_zero, with_interval
 from retriever.runner import method_differences
-from train.config import VARIANTS, ModelConfig
+from train.config import VARIANTS, ModelConfig, parse_micl_weights
 from train.embed import load_embedder
 from train.loop import TrainConfig, train
 
@@ -185,7 +185,7 @@ def _train_config(args: argparse.Namespace, variant: str, data: Path, pairs: Pat
         model.variant = variant
         model.temperature_init = args.temperature_init
     if args.micl_weights:
-        model.micl_weights = tuple(float(w) for w in args.micl_weights.split(","))  # type: ignore[assignment]
+        model.micl_weights = parse_micl_weights(args.micl_weights)
     cfg = TrainConfig(
         notes=str(data / "notes.parquet"),
         images=str(data),

@@ -51,6 +51,15 @@ PROMPT_MICL = (
 )
 
 
+def parse_micl_weights(text: str) -> tuple[float, float]:
+    """'9,1' -> (9.0, 1.0), the form flags give; anything else is a UserError naming it."""
+    try:
+        w_t, w_v = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--micl-weights must be two numbers W_T,W_V such as 9,1; got {text!r}") from None
+    return w_t, w_v
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to build (and rebuild) a NoteLLM-2 model. Defaults are commented."""

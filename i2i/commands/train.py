@@ -123,15 +123,6 @@ def command(
         raise typer.Exit(code=2) from None
 
 
-def parse_micl_weights(text: str) -> tuple[float, float]:
-    """'9,1' -> (9.0, 1.0); anything else is a UserError naming the value."""
-    try:
-        w_t, w_v = (float(x) for x in text.split(","))
-    except ValueError:
-        raise UserError(f"--micl-weights must be two numbers W_T,W_V such as 9,1; got {text!r}") from None
-    return w_t, w_v
-
-
 def _run(args: dict) -> None:
     """Resolve the config (defaults <- TOML or the run's config.json <- flags) and train."""
     from train.loop import train
@@ -141,6 +132,8 @@ def _run(args: dict) -> None:
     overrides = {**paths, **{k: args[k] for k in TRAIN_FLAGS}}
     model_overrides = {k: args[k] for k in MODEL_FLAGS}
     if model_overrides["micl_weights"] is not None:
+        from train.config import parse_micl_weights  # lazy: importing the CLI loads no torch
+
         model_overrides["micl_weights"] = parse_micl_weights(model_overrides["micl_weights"])
     out, resume = args["out"], args["resume"]
     if resume:
