@@ -61,9 +61,9 @@ from retriever.baselines import BlankedEmbedder, bm25_scorer, embedding_scorer, 
 from retriever.evaluate import EvalSet, build_eval_set, evaluate_embedder, evaluate_scores
 from retriever.report import excludes_zero, with_interval
 from retriever.runner import method_differences
-from train.config import VARIANTS, ModelConfig, parse_micl_weights
 from train.embed import load_embedder
 from train.loop import TrainConfig, train
+from train.model_config import VARIANTS, ModelConfig, parse_micl_weights
 
 MIN_QUERIES = 300
 # (result key, column title): overall metrics and slices, each shown with its interval.

@@ -60,7 +60,7 @@ PEERS = {
 
 
 def model_config(shape: str, variant: str, connector: str) -> Any:
-    from train.config import ModelConfig
+    from train.model_config import ModelConfig
     from train.testing import tiny_model_config
 
     if shape == "tiny":

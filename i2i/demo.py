@@ -38,7 +38,7 @@ from core.contracts import SPLITS, notes_to_dicts, read_notes
 from core.errors import UserError
 from core.io import write_json_atomic
 from core.metrics import protocol_pairs
-from train.config import ModelConfig
+from train.model_config import ModelConfig
 
 COLLECTION = "notes"
 # What the demo writes under its directory (each step refuses foreign files of its own).

@@ -1,6 +1,6 @@
 """Checkpoints: a directory that alone rebuilds the model (no flags, no hub, no pickle).
 
-    <dir>/config.json        ModelConfig (train.config)
+    <dir>/config.json        ModelConfig (train.model_config)
     <dir>/llm/config.json    the LLM's Hugging Face config (architecture, resized vocab)
     <dir>/tokenizer/         tokenizer files (with <IMG> and <IMG_EMB>)
     <dir>/model.safetensors  every weight: LLM decoder, vision encoder, connector, late
@@ -52,9 +52,9 @@ from safetensors.torch import load_file, save_file
 
 from core.errors import UserError
 from core.io import atomic_path
-from train.config import ModelConfig
 from train.distributed import DistEnv, all_gather_objects, barrier
 from train.model import NoteLLM2
+from train.model_config import ModelConfig
 
 FORMAT = "i2i-notellm2/1"
 WEIGHTS = "model.safetensors"

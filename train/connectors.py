@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.config import ModelConfig
+from train.model_config import ModelConfig
 
 
 def mlp2x_gelu(in_dim: int, out_dim: int) -> nn.Sequential:

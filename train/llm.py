@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
-from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
+from train.model_config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
 from train.pretrained import LLM_ALIASES, resolve_llm
 
 EOS = "<|endoftext|>"

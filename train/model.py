@@ -21,12 +21,10 @@ from torch import nn
 from core.contracts import Note
 from core.errors import UserError
 from train.collate import NoteCollator
-from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
 from train.connectors import build_connector
 from train.fusion import LateFusion
+from train.model_config import IMG_EMB_TOKEN, IMG_TOKEN, LLM_MODES, ModelConfig
 from train.vision import VisionEncoder, build_vision
-
-LLM_MODES = ("full", "frozen", "lora")
 
 
 @dataclass

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from core.contracts import Note, merge_tags, strip_hashtags
-from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
+from train.model_config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
 
 
 def _clean(text: str) -> str:

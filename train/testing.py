@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from core.contracts import Note
-from train.config import ModelConfig
+from train.model_config import ModelConfig
 
 TINY_LLM = {
     "model_type": "llama",

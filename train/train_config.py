@@ -1,7 +1,7 @@
 """`TrainConfig`: what `i2i train` runs, loadable from TOML with flag overrides.
 
 A TOML file holds the training options at the top level and the model in a `[model]`
-table (any `train.config.ModelConfig` field):
+table (any `train.model_config.ModelConfig` field):
 
     notes = "data/notes.parquet"
     images = "data"
@@ -35,9 +35,8 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as a package
     import tomli as tomllib  # type: ignore[no-redef]
 
 from core.errors import UserError
-from train.config import ModelConfig
+from train.model_config import LLM_MODES, ModelConfig, check_keys
 
-LLM_TRAIN_MODES = ("full", "frozen", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
 
@@ -125,8 +124,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise `UserError` naming the bad value, what is allowed and the fix."""
-        if self.llm_train not in LLM_TRAIN_MODES:
-            modes = ", ".join(LLM_TRAIN_MODES)
+        if self.llm_train not in LLM_MODES:
+            modes = ", ".join(LLM_MODES)
             raise UserError(f"unknown llm_train {self.llm_train!r}; choose one of {modes}")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -158,13 +157,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(
-                f"unknown training config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
-                " (model keys go in a [model] table)"
-            )
+        check_keys(cls, data, "training config", " (model keys go in a [model] table)")
         data = dict(data)
         data["model"] = ModelConfig.from_dict(dict(data.get("model") or {}))
         return cls(**data)

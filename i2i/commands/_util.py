@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from core.errors import UserError
 
@@ -17,11 +20,6 @@ Force = Annotated[
         help="Write into an output directory that holds other files; only this command's own files change.",
     ),
 ]
-
-
-def not_yet(command: str, issue: int) -> NoReturn:
-    """Stand-in body for a command whose implementation lands with a later issue."""
-    raise UserError(f"`i2i {command}` is not implemented yet (it lands with issue {issue})")
 
 
 MaxBadImages = Annotated[
@@ -52,3 +50,35 @@ def images_up_front(notes: Path | str, image_root: Path | str | None, max_bad_sh
     if int(os.environ.get("RANK", "0")) == 0:  # progress goes to stdout; stderr is for errors
         Console().print(f"[dim]{check.describe()}[/]", highlight=False, soft_wrap=True)
     require_images(check, max_bad_share)
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an OSError: what failed, on which path(s), and the system's reason."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(str(p) for p in paths)
+    return f"{where}: {reason}" if where else reason
+
+
+def print_error(message: str) -> None:
+    """The one red line every failure a user can act on ends with."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a `UserError` or an `OSError` into one red line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            print_error(str(exc))
+            raise typer.Exit(code=2) from None
+        except OSError as exc:
+            if os.environ.get("I2I_DEBUG"):
+                raise
+            print_error(os_error_message(exc))
+            raise typer.Exit(code=2) from None
+
+    return wrapper

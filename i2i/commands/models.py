@@ -7,12 +7,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from core.errors import UserError
+from i2i.commands._util import user_errors
 
 app = typer.Typer(help="Prepare and list offline pretrained models.", no_args_is_help=True)
 
 
 @app.command("prepare")
+@user_errors
 def prepare(
     names: Annotated[
         list[str] | None,
@@ -31,11 +32,7 @@ def prepare(
 
     console = Console(stderr=True)
     for name in names or list(PREPARABLE):
-        try:
-            path = prepare_model(name, force=force, progress=lambda msg: console.print(msg, highlight=False))
-        except UserError as exc:  # one red line and exit code 2, also under CliRunner
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(code=2) from None
+        path = prepare_model(name, force=force, progress=lambda msg: console.print(msg, highlight=False))
         if path is not None:
             console.print(f"[green]ready[/] {name}: {path}", highlight=False)
         else:

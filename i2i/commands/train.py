@@ -9,9 +9,10 @@ Multi-GPU / multi-node: run the same command under `torchrun` (infra/launch/READ
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,24 +24,9 @@ from i2i.commands._util import MaxBadImages, images_up_front
 if TYPE_CHECKING:
     from train.run_dir import TrainResult
 
-# Flags that override TrainConfig fields (paths, then the rest) and ModelConfig fields.
-PATH_FLAGS = ("notes", "images", "pairs", "out")
-TRAIN_FLAGS = (
-    "lr",
-    "llm_lr",
-    "epochs",
-    "max_steps",
-    "pairs_per_step",
-    "grad_accum",
-    "llm_train",
-    "gradient_checkpointing",
-    "val_every",
-    "precision",
-    "device",
-    "num_workers",
-    "seed",
-)
-MODEL_FLAGS = ("variant", "llm", "vision", "connector", "micl_weights")
+# Every other parameter of `command` is named after the TrainConfig or ModelConfig field
+# it overrides (`config_overrides` routes it; a name that is neither is an error).
+CLI_ONLY = ("config", "resume", "max_bad_images")
 
 
 def command(
@@ -116,24 +102,17 @@ def command(
     max_bad_images: MaxBadImages = 0.05,
 ) -> None:
     """Train a NoteLLM-2 model on related-note pairs; writes runs/<name>/{last,best}/, metrics.jsonl."""
-    try:
-        _run(locals())
-    except UserError as exc:  # one red line and exit code 2, under `main` and under CliRunner alike
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=2) from None
+    _run(locals())
 
 
 def _run(args: dict) -> None:
     """Resolve the config (defaults <- TOML or the run's config.json <- flags) and train."""
     from train.loop import train
+    from train.model_config import parse_micl_weights
     from train.train_config import TrainConfig
 
-    paths = {k: None if args[k] is None else str(args[k]) for k in PATH_FLAGS}
-    overrides = {**paths, **{k: args[k] for k in TRAIN_FLAGS}}
-    model_overrides = {k: args[k] for k in MODEL_FLAGS}
-    if model_overrides["micl_weights"] is not None:
-        from train.config import parse_micl_weights  # lazy: importing the CLI loads no torch
-
+    overrides, model_overrides = config_overrides(args)
+    if model_overrides.get("micl_weights") is not None:
         model_overrides["micl_weights"] = parse_micl_weights(model_overrides["micl_weights"])
     out, resume = args["out"], args["resume"]
     if resume:
@@ -155,6 +134,28 @@ def _run(args: dict) -> None:
     result = train(cfg, console=console, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one table
         console.print(summary_table(result))
+
+
+def config_overrides(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the command's arguments into TrainConfig and ModelConfig overrides by field name."""
+    from train.model_config import ModelConfig
+    from train.train_config import TrainConfig
+
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"}
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    overrides: dict[str, Any] = {}
+    model_overrides: dict[str, Any] = {}
+    for name, value in args.items():
+        if name in CLI_ONLY:
+            continue
+        value = str(value) if isinstance(value, Path) else value
+        if name in train_fields:
+            overrides[name] = value
+        elif name in model_fields:
+            model_overrides[name] = value
+        else:  # a new flag must be named after the field it sets
+            raise TypeError(f"i2i train --{name.replace('_', '-')} names no TrainConfig / ModelConfig field")
+    return overrides, model_overrides
 
 
 def summary_table(result: TrainResult) -> Table:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from core.errors import UserError
-from train.config import ModelConfig
 from train.fusion import LateFusion
 from train.loss import notellm2_loss, pair_contrastive_loss
 from train.model import NoteEmbeddings
+from train.model_config import ModelConfig
 from train.testing import single_thread, tiny_model_config
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from core.errors import UserError
-from train.config import IMG_EMB_TOKEN, IMG_TOKEN, VARIANTS, ModelConfig
 from train.model import (
     NoteEmbeddings,
     build_model,
@@ -16,6 +15,7 @@ from train.model import (
     positions_from_mask,
     splice_visual_tokens,
 )
+from train.model_config import IMG_EMB_TOKEN, IMG_TOKEN, VARIANTS, ModelConfig
 from train.testing import single_thread, tiny_model_config, tiny_notes, tiny_pixels
 
 

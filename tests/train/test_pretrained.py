@@ -11,9 +11,9 @@ from core.errors import UserError
 from core.images import blank_image
 from i2i.cli import app
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import ModelConfig
 from train.loss import notellm2_loss
 from train.model import build_model
+from train.model_config import ModelConfig
 from train.pretrained import SMOLLM2, cache_dir, is_prepared, prepare, resolve_llm
 from train.testing import single_thread, tiny_notes
 

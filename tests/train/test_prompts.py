@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from train.config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
 from train.llm import byte_tokenizer
+from train.model_config import IMG_EMB_TOKEN, IMG_TOKEN, ModelConfig
 from train.prompts import render_prompt, truncate
 
 NOTE = {

@@ -143,3 +143,18 @@ def test_train_stops_up_front_when_images_do_not_resolve(
     # A text-only model needs no images: no check, it trains.
     result = CliRunner().invoke(app, [*args, "--images", str(wrong), "--variant", "text-only"])
     assert result.exit_code == 0, result.output
+
+
+def test_every_train_flag_is_named_after_the_field_it_sets() -> None:
+    import inspect
+
+    from i2i.commands.train import CLI_ONLY, command, config_overrides
+
+    args = {name: None for name in inspect.signature(command).parameters}
+    overrides, model_overrides = config_overrides(args)  # a flag naming no field raises
+    assert set(overrides) | set(model_overrides) | set(CLI_ONLY) == set(args)
+    assert {"lr", "max_steps", "notes"} <= set(overrides) and {"variant", "micl_weights"} <= set(
+        model_overrides
+    )
+    with pytest.raises(TypeError, match="--learning-rate names no TrainConfig"):
+        config_overrides({"learning_rate": 0.1})

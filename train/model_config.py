@@ -27,6 +27,7 @@ from typing import Any
 from core.errors import UserError
 
 VARIANTS = ("text-only", "basic", "micl", "late-fusion", "notellm2")
+LLM_MODES = ("full", "frozen", "lora")  # how the LLM's weights train (TrainConfig.llm_train)
 CONNECTORS = ("qformer", "mlp")
 LIMIT_UNITS = ("tokens", "chars")
 
@@ -204,12 +205,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(
-                f"unknown model config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
-            )
+        check_keys(cls, data, "model config")
         return cls(**data)
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -232,3 +228,13 @@ class ModelConfig:
         except json.JSONDecodeError as exc:
             raise UserError(f"model config {path} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def check_keys(cls: type, data: dict[str, Any], what: str, hint: str = "") -> None:
+    """Raise `UserError` naming the keys of `data` that are not fields of the dataclass `cls`."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(
+            f"unknown {what} key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}{hint}"
+        )
