@@ -55,7 +55,6 @@ from core.bootstrap import Bootstrap
 from core.contracts import read_notes, read_pairs, read_split_notes
 from core.errors import UserError
 from core.io import write_json_atomic
-from i2i.demo import default_demo_model
 from pipeline.mine import mine_pairs, write_pairs
 from retriever.baselines import BlankedEmbedder, bm25_scorer, embedding_scorer, image_only_embedder
 from retriever.evaluate import EvalSet, build_eval_set, evaluate_embedder, evaluate_scores
@@ -64,6 +63,7 @@ from retriever.runner import method_differences
 from train.embed import load_embedder
 from train.loop import TrainConfig, train
 from train.model_config import VARIANTS, ModelConfig, parse_micl_weights
+from train.presets import preset
 
 MIN_QUERIES = 300
 # (result key, column title): overall metrics and slices, each shown with its interval.
@@ -177,13 +177,14 @@ def _apply_overrides(cfg: TrainConfig, overrides: list[str]) -> None:
 
 def _train_config(args: argparse.Namespace, variant: str, data: Path, pairs: Path, run: Path) -> TrainConfig:
     if args.tiny:
-        from train.testing import tiny_model_config
-
-        model = tiny_model_config(variant=variant)
-    else:
-        model = default_demo_model(args.llm_layers)
-        model.variant = variant
-        model.temperature_init = args.temperature_init
+        model = preset("tiny", variant=variant)
+    else:  # the demo's model (train.presets) at --llm-layers
+        model = preset(
+            "demo",
+            llm_overrides={"num_hidden_layers": args.llm_layers},
+            variant=variant,
+            temperature_init=args.temperature_init,
+        )
     if args.micl_weights:
         model.micl_weights = parse_micl_weights(args.micl_weights)
     cfg = TrainConfig(

@@ -9,8 +9,8 @@ Read path, against a server holding `--notes` (default 100k) clustered random ve
   this path), sequential;
 - one `i2i related ID --json` process per query (what users had before `i2i serve`).
 
-Write path, with a checkpoint (default: a tiny random NoteLLM-2, `train.testing.
-tiny_model_config(dim=64)`: 2-layer Llama hidden 64, 2-layer ViT 64 px, Q-Former;
+Write path, with a checkpoint (default: a tiny random NoteLLM-2, the `tiny` preset of
+`train.presets` at dim 64: 2-layer Llama hidden 64, 2-layer ViT 64 px, Q-Former;
 pass `--checkpoint` for another): `POST /v1/related` (embed an unseen note, query) and
 `PUT /v1/notes/{id}` (embed, upsert) with one note and a 64 px PNG per request, at
 concurrency 1 and 16, with dynamic batching on (`--max-batch 32`) and off (`--max-batch 1`):
@@ -82,12 +82,12 @@ def make_checkpoint(out: Path) -> Path:
 
     from train.checkpoint import save_checkpoint
     from train.model import build_model
-    from train.testing import tiny_model_config
+    from train.presets import preset
 
     run = out / "tiny-run"
     if not (run / "best").exists():
         torch.manual_seed(0)
-        save_checkpoint(build_model(tiny_model_config(dim=64)), run / "best")
+        save_checkpoint(build_model(preset("tiny", dim=64)), run / "best")
     return run
 
 

@@ -41,17 +41,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
-QWEN2_05B = {  # Qwen2-0.5B's shape (random init; the byte-level test tokenizer replaces its vocab)
-    "model_type": "qwen2",
-    "hidden_size": 896,
-    "intermediate_size": 4864,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 14,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 4096,
-    "rope_theta": 1_000_000.0,
-    "tie_word_embeddings": True,
-}
 PEERS = {
     "frozen-llm": "the same step with the LLM frozen (connector, fusion, head, temperature trained)",
     "grad-ckpt": "the same step with gradient checkpointing in the LLM",
@@ -60,31 +49,22 @@ PEERS = {
 
 
 def model_config(shape: str, variant: str, connector: str) -> Any:
+    """The shapes are presets (`train.presets`): tiny, default (SmolLM2), qwen2-0.5b."""
     from train.model_config import ModelConfig
-    from train.testing import tiny_model_config
+    from train.presets import preset
 
     if shape == "tiny":
         # The tiny test model with the default (paper-shaped) prompts and limits.
         defaults = ModelConfig()
-        return tiny_model_config(
+        return preset(
+            "tiny",
             variant=variant,
             connector=connector,
             limit_unit=defaults.limit_unit,
             max_prompt_tokens=defaults.max_prompt_tokens,
         )
-    if shape == "smollm2":
-        return ModelConfig(
-            llm="smollm2-135m", vision="efficientnet-lite0", connector=connector, variant=variant
-        )
-    if shape == "qwen2-0.5b":
-        return ModelConfig(
-            llm="qwen2-0.5b-shape",
-            llm_config=dict(QWEN2_05B),
-            vision="open_clip:ViT-B-16",
-            connector=connector,
-            variant=variant,
-            limit_unit="chars",  # byte-level tokenizer: characters are its tokens
-        )
+    if shape in ("smollm2", "qwen2-0.5b"):
+        return preset("default" if shape == "smollm2" else shape, connector=connector, variant=variant)
     raise SystemExit(f"unknown shape {shape!r}; choose tiny, smollm2 or qwen2-0.5b")
 
 

@@ -34,11 +34,12 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from core.contracts import SPLITS, notes_to_dicts, read_notes
+from core.contracts import SPLITS, notes_to_dicts, read_notes, read_pairs
 from core.errors import UserError
 from core.io import write_json_atomic
 from core.metrics import protocol_pairs
 from train.model_config import ModelConfig
+from train.presets import preset
 
 COLLECTION = "notes"
 # What the demo writes under its directory (each step refuses foreign files of its own).
@@ -46,27 +47,11 @@ DEMO_OUTPUTS = ("data/*", "pairs/*", "run/*", "qdrant/*", "demo.json", "gallery.
 DATASETS = ("synth", "emoji")
 
 
-def default_demo_model(llm_layers: int = 6) -> ModelConfig:
-    """NoteLLM-2 on the offline pretrained weights, sized for a 2-core CPU.
-
-    SmolLM2-135M keeps its first `llm_layers` of 30 layers (pretrained weights); the
-    Q-Former is the paper's design at 2 layers x 256 wide instead of 6 x 768.
-    """
-    return ModelConfig(
-        llm="smollm2-135m",
-        llm_overrides={"num_hidden_layers": llm_layers},
-        vision="efficientnet-lite0",
-        connector="qformer",
-        qformer_layers=2,
-        qformer_hidden=256,
-        qformer_heads=4,
-        num_query_tokens=8,
-        variant="notellm2",
-        title_max=20,
-        content_max=48,
-        max_prompt_tokens=96,
-        dim=64,
-    )
+def default_demo_model(llm_layers: int | None = None) -> ModelConfig:
+    """The `demo` preset (`train.presets`), optionally with another number of LLM layers."""
+    if llm_layers is None:
+        return preset("demo")
+    return preset("demo", llm_overrides={"num_hidden_layers": llm_layers})
 
 
 @dataclass
@@ -351,17 +336,18 @@ def _eval(paths: DemoPaths, console: Console) -> dict[str, Any]:
 
 def _related_rows(cfg: DemoConfig, paths: DemoPaths) -> list[Any]:
     """Sample test queries with their top-k from the collection, each hit judged against
-    every co-viewed pair mined from the logs (all notes in one split, so pairs across
-    the train/val/test boundary count too)."""
-    from pipeline.mine import mine_pairs
+    the pairs `mine-pairs` wrote (every split; a split keeps only pairs within it, so a
+    co-viewed note of another split is not marked)."""
     from pipeline.synth import pair_relation
     from retriever.gallery import GalleryRow, RelatedHit
     from retriever.related import related
 
     notes = {n["note_id"]: n for n in notes_to_dicts(read_notes(paths.notes))}
-    all_pairs = mine_pairs(paths.logs, window=cfg.window, split=(1.0, 0.0, 0.0), top_k=1000).pairs["train"]
-    coviewed = set(zip(all_pairs["query_id"].to_list(), all_pairs["target_id"].to_list(), strict=True))
-    test = pl.read_parquet(paths.pairs / "test.parquet")
+    splits = {s: read_pairs(paths.pairs / f"{s}.parquet") for s in SPLITS}
+    coviewed = {
+        (q, t) for df in splits.values() for q, t in zip(df["query_id"], df["target_id"], strict=True)
+    }
+    test = splits["test"]
     queries, _ = protocol_pairs(
         test["query_id"].to_list(), test["target_id"].to_list(), test["rank"].to_list()
     )

@@ -21,40 +21,14 @@ import torch
 
 from core.contracts import Note
 from train.model_config import ModelConfig
+from train.presets import TINY_LLM, TINY_VISION, preset
 
-TINY_LLM = {
-    "model_type": "llama",
-    "num_hidden_layers": 2,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 512,
-    "tie_word_embeddings": False,
-}
-TINY_VISION = {"layers": 2, "width": 64, "head_width": 32, "patch_size": 16, "image_size": 64}
+__all__ = ["TINY_LLM", "TINY_VISION", "single_thread", "tiny_model_config", "tiny_notes", "tiny_pixels"]
 
 
 def tiny_model_config(variant: str = "notellm2", connector: str = "qformer", **overrides: Any) -> ModelConfig:
-    """A ModelConfig for a tiny random model (builds in well under a second)."""
-    kwargs: dict[str, Any] = {
-        "llm": "tiny-random-llama",
-        "llm_config": dict(TINY_LLM),
-        "vision": "open_clip",
-        "vision_config": dict(TINY_VISION),
-        "connector": connector,
-        "qformer_layers": 2,
-        "qformer_hidden": 64,
-        "qformer_heads": 4,
-        "qformer_dropout": 0.0,
-        "num_query_tokens": 4,
-        "variant": variant,
-        "limit_unit": "chars",
-        "max_prompt_tokens": 400,
-        "dim": 16,
-    }
-    kwargs.update(overrides)
-    return ModelConfig(**kwargs)
+    """The `tiny` preset (`train.presets`): a tiny random model that builds in well under a second."""
+    return preset("tiny", variant=variant, connector=connector, **overrides)
 
 
 def tiny_notes(n: int = 4) -> list[Note]:

@@ -12,6 +12,7 @@ table (any `train.model_config.ModelConfig` field):
     val_every = 200
 
     [model]
+    preset = "default"      # optional: a named model from train.presets, the keys below on top
     variant = "notellm2"
     llm = "smollm2-135m"
     vision = "efficientnet-lite0"
@@ -36,6 +37,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser as a package
 
 from core.errors import UserError
 from train.model_config import LLM_MODES, ModelConfig, check_keys
+from train.presets import resolve_model_table
 
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
@@ -159,7 +161,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         check_keys(cls, data, "training config", " (model keys go in a [model] table)")
         data = dict(data)
-        data["model"] = ModelConfig.from_dict(dict(data.get("model") or {}))
+        data["model"] = ModelConfig.from_dict(resolve_model_table(data.get("model") or {}))
         return cls(**data)
 
     @classmethod

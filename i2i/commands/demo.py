@@ -51,9 +51,9 @@ def command(
     from i2i.demo import DemoConfig, default_demo_model, run_demo
 
     if tiny:
-        from train.testing import tiny_model_config
+        from train.presets import preset
 
-        model = tiny_model_config()
+        model = preset("tiny")
     else:
         model = default_demo_model(llm_layers)
     if data == "emoji":

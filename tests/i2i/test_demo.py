@@ -67,12 +67,19 @@ def test_demo_end_to_end_writes_every_artefact(tmp_path: Path) -> None:
     assert "recall@10" in text and "gallery" in text
 
 
-def test_demo_rerun_keeps_finished_steps(tmp_path: Path) -> None:
+def test_demo_rerun_keeps_finished_steps(tmp_path: Path, monkeypatch) -> None:
+    import pipeline.mine
+
     out = tmp_path / "demo"
     run_demo(_tiny(out), Console(quiet=True))
     notes_mtime = (out / "data" / "notes.parquet").stat().st_mtime_ns
     weights = sorted((out / "run" / "last").glob("*.safetensors"))[0].read_bytes()
     console = Console(record=True, width=140)
+
+    def no_mining(*args, **kwargs):
+        raise AssertionError("the logs were mined again (the gallery reads the mined pairs)")
+
+    monkeypatch.setattr(pipeline.mine, "mine_pairs", no_mining)
     again = run_demo(_tiny(out), console)
     assert (out / "data" / "notes.parquet").stat().st_mtime_ns == notes_mtime
     assert sorted((out / "run" / "last").glob("*.safetensors"))[0].read_bytes() == weights

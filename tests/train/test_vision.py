@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from core.errors import UserError
-from train.testing import TINY_VISION, single_thread
+from train.presets import TINY_VISION
+from train.testing import single_thread
 from train.vision import build_vision
 
 

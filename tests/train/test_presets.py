@@ -1,0 +1,54 @@
+"""Model presets live in one module; every shipped TOML config parses and builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import UserError
+from i2i.demo import DemoConfig
+from train.model import build_model
+from train.model_config import ModelConfig
+from train.presets import PRESETS, preset
+from train.testing import single_thread, tiny_model_config
+from train.train_config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_TOML = sorted(
+    p for p in ROOT.glob("**/*.toml") if p.name != "pyproject.toml" and ".venv" not in p.parts
+)
+
+
+def test_presets_are_valid_model_configs() -> None:
+    for name in PRESETS:
+        assert isinstance(preset(name), ModelConfig)
+    assert preset("default") == ModelConfig()
+    assert DemoConfig().model == preset("demo") and tiny_model_config() == preset("tiny")
+    assert preset("tiny", variant="micl").variant == "micl"
+    with pytest.raises(UserError, match="unknown model preset 'huge'; choose one of default, demo"):
+        preset("huge")
+
+
+def test_a_toml_model_table_names_a_preset(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('lr = 0.01\n\n[model]\npreset = "tiny"\nvariant = "basic"\n')
+    cfg = TrainConfig.load(path, model_overrides={"dim": 8})
+    assert cfg.model == preset("tiny", variant="basic", dim=8)  # the preset, the table, then flags
+
+
+@pytest.mark.parametrize("path", SHIPPED_TOML, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_toml_parses_and_builds(path: Path) -> None:
+    cfg = TrainConfig.load(path)
+    model = cfg.model
+    if model.llm_config is None:  # a pretrained LLM: build its first layer only (the same code path)
+        model = ModelConfig.from_dict({**model.to_dict(), "llm_overrides": {"num_hidden_layers": 1}})
+    with single_thread():
+        built = build_model(model)
+    assert built.config.variant == cfg.model.variant
+    if path.name == "tiny.toml":
+        assert cfg.model == preset("tiny")  # no drift from the tests' tiny model
+
+
+def test_toml_files_are_found() -> None:
+    assert {p.name for p in SHIPPED_TOML} >= {"example.toml", "tiny.toml"}

@@ -1,0 +1,119 @@
+"""Named model presets: every model shape the project ships, in one place.
+
+    config = preset("demo")                              # a ModelConfig
+    config = preset("tiny", variant="micl")              # with field overrides
+
+A preset is a set of `ModelConfig` fields over its defaults (the `default` preset is the
+defaults themselves: SmolLM2-135M + EfficientNet-Lite0 + the paper's Q-Former). A TOML
+config names one in its model table, with more fields on top:
+
+    [model]
+    preset = "tiny"
+    variant = "micl"
+
+Users: `i2i demo` (`demo`, `--tiny`), the tests (`train.testing.tiny_model_config`),
+`infra/launch/tiny.toml`, `benchmarks/quality.py` (`demo`, `tiny`),
+`benchmarks/serve_load.py` (`tiny`) and `benchmarks/train_throughput.py` (`tiny`,
+`default`, `qwen2-0.5b`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from core.errors import UserError
+from train.model_config import ModelConfig
+
+# A 2-layer Llama (hidden 64), random init, with the in-memory byte-level tokenizer.
+TINY_LLM = {
+    "model_type": "llama",
+    "num_hidden_layers": 2,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "tie_word_embeddings": False,
+}
+# A 2-layer open_clip ViT (width 64, 64 px, 16 patches), random init.
+TINY_VISION = {"layers": 2, "width": 64, "head_width": 32, "patch_size": 16, "image_size": 64}
+# Qwen2-0.5B's shape, random init (the byte-level test tokenizer replaces its vocabulary).
+QWEN2_05B = {
+    "model_type": "qwen2",
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    "rope_theta": 1_000_000.0,
+    "tie_word_embeddings": True,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The ModelConfig defaults: the paper's design on the one pretrained LLM and image
+    # encoder available offline.
+    "default": {},
+    # `i2i demo`: NoteLLM-2 on the offline pretrained weights, sized for a 2-core CPU.
+    # SmolLM2-135M keeps its first 6 of 30 layers (pretrained weights); the Q-Former is
+    # the paper's design at 2 layers x 256 wide instead of 6 x 768.
+    "demo": {
+        "llm": "smollm2-135m",
+        "llm_overrides": {"num_hidden_layers": 6},
+        "vision": "efficientnet-lite0",
+        "connector": "qformer",
+        "qformer_layers": 2,
+        "qformer_hidden": 256,
+        "qformer_heads": 4,
+        "num_query_tokens": 8,
+        "variant": "notellm2",
+        "title_max": 20,
+        "content_max": 48,
+        "max_prompt_tokens": 96,
+        "dim": 64,
+    },
+    # Tests and smoke runs: a tiny random model, no downloads, builds in well under a second.
+    "tiny": {
+        "llm": "tiny-random-llama",
+        "llm_config": TINY_LLM,
+        "vision": "open_clip",
+        "vision_config": TINY_VISION,
+        "connector": "qformer",
+        "qformer_layers": 2,
+        "qformer_hidden": 64,
+        "qformer_heads": 4,
+        "qformer_dropout": 0.0,
+        "num_query_tokens": 4,
+        "variant": "notellm2",
+        "limit_unit": "chars",
+        "max_prompt_tokens": 400,
+        "dim": 16,
+    },
+    # The throughput benchmark's GPU shape: Qwen2-0.5B + ViT-B/16, random init.
+    "qwen2-0.5b": {
+        "llm": "qwen2-0.5b-shape",
+        "llm_config": QWEN2_05B,
+        "vision": "open_clip:ViT-B-16",
+        "limit_unit": "chars",  # byte-level tokenizer: characters are its tokens
+    },
+}
+
+
+def preset_fields(name: str) -> dict[str, Any]:
+    """The ModelConfig fields of preset `name` (a copy)."""
+    if name not in PRESETS:
+        raise UserError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """The ModelConfig of preset `name`, with `overrides` on top."""
+    return ModelConfig.from_dict({**preset_fields(name), **overrides})
+
+
+def resolve_model_table(table: dict[str, Any]) -> dict[str, Any]:
+    """A config file's model table with its `preset` key (if any) expanded."""
+    table = dict(table)
+    name = table.pop("preset", None)
+    return {**preset_fields(name), **table} if name is not None else table
