@@ -1,4 +1,4 @@
-"""Data contracts shared by every stage (see DESIGN.md, "Data contracts").
+"""Data contracts shared by every stage.
 
 - logs: `user_id`, `note_id`, `ts` (+ optional `event`), Parquet or CSV.
 - notes: Parquet; `note_id` (str), `title`, `content`, optional `tags` (list[str]),
@@ -17,12 +17,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 LOG_COLUMNS = ("user_id", "note_id", "ts")
 NOTE_REQUIRED_COLUMNS = ("note_id", "title", "content")
@@ -193,11 +196,30 @@ class Embedder(Protocol):
 
     `model_id` identifies the checkpoint (a collection refuses vectors of another one);
     `embed` returns L2-normalised float32 vectors of shape (len(notes), dim), in order.
+    Each image is decoded at most once, by the embedder or by its caller:
+
+    - `images`: images the caller already decoded, one per note (None: no image), used
+      instead of the notes' `image` paths (`i2i serve`: no path is opened);
+    - `image_status`: an embedder that reads images appends one `IMAGE_STATUSES` value
+      per note, in order (`i2i index` counts failures from it instead of decoding the
+      images again); one that reads no image ignores `images` and leaves it untouched.
     """
 
     model_id: str
     dim: int
 
     def embed(
-        self, notes: Sequence[Note], image_root: str | Path | None = None, batch_size: int = 32
+        self,
+        notes: Sequence[Note],
+        image_root: str | Path | None = None,
+        batch_size: int = 32,
+        *,
+        images: Sequence[Image.Image | None] | None = None,
+        image_status: list[str] | None = None,
     ) -> np.ndarray: ...
+
+
+# What an embedder reports per note: "ok" (decoded), "none" (the note has no image),
+# "missing" (no file at the path), "unreadable" (not decodable), "blanked" (asked to
+# leave the image out). Every case but "ok" embeds a blank image.
+IMAGE_STATUSES = ("ok", "none", "missing", "unreadable", "blanked")

@@ -87,29 +87,43 @@ class _Pending:
     digest: str
 
 
-def _check_images(batch: list[_Pending], image_root: str | Path | None, summary: IndexSummary) -> None:
+def _image_status(note: Note, image_root: str | Path | None) -> str:
+    """What an embedder that reads images would report for `note` (decodes it once)."""
+    path = resolve_image(note.get("image"), image_root)
+    if path is None:
+        return "none"
+    if not path.exists():
+        return "missing"
+    return "ok" if load_image(path, max_side=64)[1] else "unreadable"
+
+
+def _count_images(
+    batch: list[_Pending], statuses: list[str], image_root: str | Path | None, summary: IndexSummary
+) -> None:
     """Count notes whose image is absent, missing on disk or undecodable (kept, blank image)."""
-    for item in batch:
-        path = resolve_image(item.note.get("image"), image_root)
-        if path is None:
+    for item, status in zip(batch, statuses, strict=True):
+        if status == "none":
             summary.no_image += 1
-            continue
-        if not path.exists():
-            summary.image_missing += 1
-            problem = "missing"
-        elif not load_image(path, max_side=64)[1]:
-            summary.image_unreadable += 1
-            problem = "unreadable"
-        else:
-            continue
-        if len(summary.image_examples) < 5:
-            summary.image_examples.append(f"{item.note['note_id']}: {path} ({problem})")
+        elif status in ("missing", "unreadable"):
+            if status == "missing":
+                summary.image_missing += 1
+            else:
+                summary.image_unreadable += 1
+            if len(summary.image_examples) < 5:
+                path = resolve_image(item.note.get("image"), image_root)
+                summary.image_examples.append(f"{item.note['note_id']}: {path} ({status})")
 
 
 def _embed_checked(
     embedder: Embedder, notes: list[Note], image_root: str | Path | None, batch: int
-) -> np.ndarray:
-    vecs = np.asarray(embedder.embed(notes, image_root=image_root, batch_size=batch), dtype=np.float32)
+) -> tuple[np.ndarray, list[str]]:
+    """The vectors (shape and values checked) and each note's image status: the
+    embedder's own report, or (an embedder that reads no image) a check here."""
+    statuses: list[str] = []
+    vecs = embedder.embed(notes, image_root=image_root, batch_size=batch, image_status=statuses)
+    if len(statuses) != len(notes):
+        statuses = [_image_status(n, image_root) for n in notes]
+    vecs = np.asarray(vecs, dtype=np.float32)
     if vecs.shape != (len(notes), embedder.dim):
         raise RuntimeError(
             f"embedder {embedder.model_id} returned shape {vecs.shape}, "
@@ -118,7 +132,7 @@ def _embed_checked(
     if not np.isfinite(vecs).all():
         bad = [n["note_id"] for n, ok in zip(notes, np.isfinite(vecs).all(axis=1), strict=True) if not ok]
         raise RuntimeError(f"embedder {embedder.model_id} produced non-finite vectors for notes {bad[:5]}")
-    return vecs
+    return vecs, statuses
 
 
 def index_notes(
@@ -196,8 +210,10 @@ def index_notes(
             if isinstance(embedder, VectorFiles):  # embedded earlier: look up, hashes already known
                 vecs = embedder.lookup([p.note["note_id"] for p in batch], [p.digest for p in batch])
             else:
-                _check_images(batch, image_root, summary)
-                vecs = _embed_checked(embedder, [p.note for p in batch], image_root, embed_batch_size)
+                vecs, statuses = _embed_checked(
+                    embedder, [p.note for p in batch], image_root, embed_batch_size
+                )
+                _count_images(batch, statuses, image_root, summary)
             payloads = [note_payload(p.note, p.digest, meta.model_id) for p in batch]
             yield [p.pid for p in batch], vecs, payloads
             summary.embedded += len(batch)

@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,13 @@ class HashingEmbedder:
         return h % self.dim, (1.0 if (h >> 32) & 1 else -1.0)
 
     def embed(
-        self, notes: Sequence[Note], image_root: str | Path | None = None, batch_size: int = 32
+        self,
+        notes: Sequence[Note],
+        image_root: str | Path | None = None,
+        batch_size: int = 32,
+        *,
+        images: Sequence[Any] | None = None,  # reads no image: ignored
+        image_status: list[str] | None = None,  # reads no image: left untouched
     ) -> np.ndarray:
         out = np.zeros((len(notes), self.dim), np.float32)
         for row, note in enumerate(notes):

@@ -240,7 +240,13 @@ class VectorFiles:
         return len(self._index)
 
     def embed(
-        self, notes: list[Note], image_root: str | Path | None = None, batch_size: int = 32
+        self,
+        notes: Sequence[Note],
+        image_root: str | Path | None = None,
+        batch_size: int = 32,
+        *,
+        images: Sequence[Any] | None = None,  # stored vectors: no image is read
+        image_status: list[str] | None = None,  # left untouched
     ) -> np.ndarray:
         return self.lookup([n["note_id"] for n in notes], [content_hash(n, image_root) for n in notes])
 

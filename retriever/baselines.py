@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ import torch
 from core.contracts import Note, resolve_image
 from core.images import blank_image, load_image
 from retriever.evaluate import EvalSet
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def note_text(note: Note) -> str:
@@ -64,18 +67,39 @@ class VisionFeatureEmbedder:
         self.broken_images = 0
 
     def embed(
-        self, notes: Sequence[Note], image_root: str | Path | None = None, batch_size: int = 32
+        self,
+        notes: Sequence[Note],
+        image_root: str | Path | None = None,
+        batch_size: int = 32,
+        *,
+        images: Sequence[Image.Image | None] | None = None,
+        image_status: list[str] | None = None,
     ) -> np.ndarray:
-        def load(note: Note) -> torch.Tensor:
-            path = resolve_image(note.get("image"), image_root)
-            image, ok = load_image(path) if path is not None and path.exists() else (blank_image(), False)
-            self.broken_images += int(not ok and path is not None)
-            return self.vision.transform(image)
+        """`core.contracts.Embedder.embed`: each image decoded once (or given in `images`)."""
+        if images is not None and len(images) != len(notes):
+            raise ValueError(f"{len(images)} images for {len(notes)} notes")
+
+        def load(i: int) -> tuple[torch.Tensor, str]:
+            if images is not None:  # decoded by the caller; no path is opened
+                given = images[i]
+                if given is None:
+                    return self.vision.transform(blank_image()), "none"
+                return self.vision.transform(given), "ok"
+            path = resolve_image(notes[i].get("image"), image_root)
+            if path is None or not path.exists():
+                self.broken_images += int(path is not None)
+                return self.vision.transform(blank_image()), "none" if path is None else "missing"
+            image, ok = load_image(path)
+            self.broken_images += int(not ok)
+            return self.vision.transform(image), "ok" if ok else "unreadable"
 
         out = np.zeros((len(notes), self.dim), np.float32)
         with ThreadPoolExecutor(max_workers=4) as pool, torch.inference_mode():
             for s in range(0, len(notes), batch_size):
-                pixels = torch.stack(list(pool.map(load, notes[s : s + batch_size]))).to(self.device)
+                loaded = list(pool.map(load, range(s, min(s + batch_size, len(notes)))))
+                if image_status is not None:
+                    image_status.extend(status for _, status in loaded)
+                pixels = torch.stack([x for x, _ in loaded]).to(self.device)
                 cls, _ = self.vision(pixels)  # (b, width)
                 out[s : s + len(pixels)] = torch.nn.functional.normalize(cls.float(), dim=-1).cpu().numpy()
         return out
@@ -119,6 +143,19 @@ class BlankedEmbedder:
         self.model_id = f"{embedder.model_id}+blank-{blank}"
 
     def embed(
-        self, notes: Sequence[Note], image_root: str | Path | None = None, batch_size: int = 32
+        self,
+        notes: Sequence[Note],
+        image_root: str | Path | None = None,
+        batch_size: int = 32,
+        *,
+        images: Sequence[Image.Image | None] | None = None,
+        image_status: list[str] | None = None,
     ) -> np.ndarray:
-        return self.inner.embed(notes, image_root=image_root, batch_size=batch_size, blank=self.blank)
+        return self.inner.embed(
+            notes,
+            image_root=image_root,
+            batch_size=batch_size,
+            blank=self.blank,
+            images=images,
+            image_status=image_status,
+        )

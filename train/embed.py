@@ -5,7 +5,9 @@ L2-normalised float32 vectors, one row per note, in input order. Inside: notes a
 sorted by text length so each batch pads little, images are decoded with
 `core.images.load_image` (never raising; failures counted) on a few threads, forward
 runs under `torch.inference_mode` (bf16 autocast on CUDA), and rows are put back in
-input order.
+input order. Each image is decoded once: `i2i serve` passes the images it decoded from
+the request (`images=`) and no path is opened; `i2i index` collects each note's image
+status (`image_status=`) to count failures instead of decoding the images again.
 
 `blank="image"` replaces every image with the neutral grey one, `blank="text"` empties
 title, tags and content: the quality benchmark embeds each model both ways to measure
@@ -98,29 +100,31 @@ class NoteEmbedder:
         image_root: str | Path | None,
         blank: str | None,
         images: Sequence[Image.Image | None] | None = None,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, list[str]]:
+        """The batch's pixels and one `IMAGE_STATUSES` value per note; each image is
+        decoded once (or not at all: `images` given, or blanked)."""
         transform = self.model.vision.transform
 
         def load(i: int) -> tuple[torch.Tensor, str]:
             if blank == "image":
-                return transform(blank_image()), "ok"
+                return transform(blank_image()), "blanked"
             if images is not None:  # decoded by the caller; no path is opened
                 image = images[i]
-                return (transform(blank_image()), "missing") if image is None else (transform(image), "ok")
+                return (transform(blank_image()), "none") if image is None else (transform(image), "ok")
             path = resolve_image(notes[i].get("image"), image_root, confine=self.confine_images)
             if path is None or not path.exists():
-                return transform(blank_image()), "missing"
+                return transform(blank_image()), "none" if path is None else "missing"
             image, ok = load_image(path)
-            return transform(image), ("ok" if ok else "broken")
+            return transform(image), ("ok" if ok else "unreadable")
 
         if self.image_threads > 1 and len(notes) > 1:
             with ThreadPoolExecutor(max_workers=self.image_threads) as pool:
                 results = list(pool.map(load, range(len(notes))))
         else:
             results = [load(i) for i in range(len(notes))]
-        self.missing_images += sum(s == "missing" for _, s in results)
-        self.broken_images += sum(s == "broken" for _, s in results)
-        return torch.stack([x for x, _ in results])  # (B, 3, H, W)
+        self.missing_images += sum(s in ("none", "missing") for _, s in results)
+        self.broken_images += sum(s == "unreadable" for _, s in results)
+        return torch.stack([x for x, _ in results]), [s for _, s in results]  # (B, 3, H, W), statuses
 
     def embed(
         self,
@@ -128,13 +132,17 @@ class NoteEmbedder:
         image_root: str | Path | None = None,
         batch_size: int = 32,
         blank: str | None = None,
+        *,
         images: Sequence[Image.Image | None] | None = None,
+        image_status: list[str] | None = None,
     ) -> np.ndarray:
-        """(len(notes), dim) float32, L2-normalised, in input order.
+        """(len(notes), dim) float32, L2-normalised, in input order (`core.contracts.Embedder`).
 
         `blank`: "image" (grey images) or "text" (empty fields); default `self.blank`.
         `images`: already decoded RGB images, one per note (None: no image), used instead
         of the notes' `image` paths (a server embedding uploads opens no file).
+        `image_status`: receives one `core.contracts.IMAGE_STATUSES` value per note, in
+        order (left untouched when the model reads no image).
         """
         if images is not None and len(images) != len(notes):
             raise ValueError(f"{len(images)} images for {len(notes)} notes")
@@ -144,6 +152,7 @@ class NoteEmbedder:
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}")
         out = np.zeros((len(notes), self.dim), dtype=np.float32)
+        statuses = [""] * len(notes)
         if not notes:
             return out
         model = self.model
@@ -157,12 +166,18 @@ class NoteEmbedder:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 chunk = [notes[i] for i in idx]
-                chunk_images = [images[i] for i in idx] if images is not None else None
-                pixels = self._pixels(chunk, image_root, blank, chunk_images) if model.uses_images else None
+                pixels = None
+                if model.uses_images:
+                    chunk_images = [images[i] for i in idx] if images is not None else None
+                    pixels, chunk_status = self._pixels(chunk, image_root, blank, chunk_images)
+                    for i, s in zip(idx, chunk_status, strict=True):
+                        statuses[i] = s
                 emb = model(collator(chunk, pixels)).multimodal  # (b, dim)
                 out[idx] = emb.float().cpu().numpy()
         if was_training:
             model.train()
+        if image_status is not None and model.uses_images:
+            image_status.extend(statuses)
         return out
 
 

@@ -191,3 +191,37 @@ def test_a_fifo_image_is_counted_not_waited_for(store: VectorStore, tmp_path: Pa
     notes = make_notes(3).with_columns(pl.Series("image", ["pipe.png", None, None]))
     summary = index_notes(_write(notes, tmp_path / "notes.parquet"), HashingEmbedder(), store)
     assert summary.image_unreadable == 1 and summary.points == 3
+
+
+def test_index_decodes_each_image_once(store: VectorStore, tmp_path: Path, make_notes, monkeypatch) -> None:
+    """The embedder reports each note's image status; the indexer does not decode again."""
+    import torch
+
+    import core.images
+    import indexer.job
+    import train.embed
+    from train.embed import NoteEmbedder
+    from train.model import build_model
+    from train.testing import tiny_model_config
+
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), (60 * i, 10, 200)).save(tmp_path / "img" / f"ok{i}.png")
+    (tmp_path / "img" / "broken.png").write_bytes(b"not a png at all")
+    images = ["img/ok0.png", "img/ok1.png", "img/ok2.png", "img/broken.png", "img/gone.png", None]
+    df = make_notes(6).with_columns(pl.Series("image", images))
+    decoded: list[str] = []
+    real_load = core.images.load_image
+
+    def counting_load(path, *args, **kwargs):
+        decoded.append(Path(path).name)
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(train.embed, "load_image", counting_load)
+    monkeypatch.setattr(indexer.job, "load_image", counting_load)
+    torch.manual_seed(0)
+    embedder = NoteEmbedder(build_model(tiny_model_config()), device="cpu")
+    summary = index_notes(_write(df, tmp_path / "notes.parquet"), embedder, store)
+    assert sorted(decoded) == ["broken.png", "ok0.png", "ok1.png", "ok2.png"]  # each once
+    assert (summary.image_missing, summary.image_unreadable, summary.no_image) == (1, 1, 1)
+    assert any("broken.png (unreadable)" in e for e in summary.image_examples)

@@ -107,3 +107,41 @@ def test_blanked_embedder_has_its_own_model_id() -> None:
     model = build_model(tiny_model_config())
     plain, blanked = NoteEmbedder(model), NoteEmbedder(model, blank="image")
     assert blanked.model_id == f"{plain.model_id}+blank-image"
+
+
+def test_image_status_and_decoded_images_share_one_embed(model, corpus, monkeypatch) -> None:
+    """One signature for both callers: `i2i index` reads each note's image status from
+    the call that decoded it; `i2i serve` passes decoded images and no file is opened."""
+    import train.embed
+    from core.images import load_image
+
+    notes, root = corpus
+    emb = NoteEmbedder(model, device="cpu")
+    status: list[str] = []
+    from_paths = emb.embed(notes, image_root=root, batch_size=3, image_status=status)
+    assert status == ["ok"] * 5 + ["unreadable", "missing"]  # in input order, not batch order
+    no_image = dict(notes[0], image=None)
+    status = []
+    emb.embed([no_image], image_root=root, image_status=status)
+    assert status == ["none"]
+    status = []
+    emb.embed(notes[:2], image_root=root, blank="image", image_status=status)
+    assert status == ["blanked", "blanked"]
+
+    decoded = [load_image(root / f"{i}.png")[0] for i in range(5)]
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("an image path was opened although the images were given")
+
+    monkeypatch.setattr(train.embed, "load_image", no_decode)
+    status = []
+    given = emb.embed([*notes[:5], no_image], batch_size=3, images=[*decoded, None], image_status=status)
+    assert status == ["ok"] * 5 + ["none"]
+    np.testing.assert_allclose(given[:5], from_paths[:5], atol=1e-5)
+    with pytest.raises(ValueError, match="1 images for 2 notes"):
+        emb.embed(notes[:2], images=[None])
+
+    text_only = NoteEmbedder(build_model(tiny_model_config(variant="text-only")), device="cpu")
+    status = []
+    text_only.embed(notes, image_root=root, image_status=status)
+    assert status == []  # reads no image: the caller checks images itself
