@@ -30,9 +30,18 @@ def command(
     steps: Annotated[int, typer.Option(help="Training steps (optimizer updates).", min=1)] = 80,
     pairs_per_step: Annotated[int, typer.Option(help="Pairs per step (in-batch negatives).", min=2)] = 16,
     llm_layers: Annotated[
-        int,
-        typer.Option(help="Keep the first N of SmolLM2's 30 layers (fewer = faster on CPU).", min=1, max=30),
-    ] = 6,
+        int | None,
+        typer.Option(
+            help="Keep only the first N of SmolLM2's 30 layers (faster on CPU, but it loses text "
+            "understanding). Default: all 30.",
+            min=1,
+            max=30,
+        ),
+    ] = None,
+    llm_train: Annotated[
+        str,
+        typer.Option(help="How SmolLM2 trains: lora (adapters), full (every weight) or frozen."),
+    ] = "lora",
     samples: Annotated[int, typer.Option(help="Sample queries shown and put in the gallery.", min=1)] = 6,
     k: Annotated[int, typer.Option("-k", help="Related notes per sample query.", min=1)] = 8,
     tiny: Annotated[
@@ -75,6 +84,7 @@ def command(
         k=k,
         seed=seed,
         val_every=max(1, steps // 2),
+        llm_train=llm_train,
         force=force,
     )
     run_demo(cfg)

@@ -54,6 +54,8 @@ def test_demo_end_to_end_writes_every_artefact(tmp_path: Path) -> None:
     assert {"run", "bm25", "image-only"} <= set(report["methods"])
     assert summary["index"]["points"] == pl.read_parquet(out / "data" / "notes.parquet").height
     assert summary["train"]["steps"] == 3
+    # The demo trains the LLM with LoRA by default, and the run records it.
+    assert json.loads((out / "run" / "config.json").read_text())["llm_train"] == "lora"
 
     page = (out / "gallery.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
@@ -111,6 +113,17 @@ def test_demo_unknown_data_is_a_user_error_and_writes_nothing(tmp_path: Path) ->
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--data", "movies", "--tiny"])
     assert result.exit_code == 2
     assert "--data 'movies' is not known; expected one of synth, emoji" in result.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_unknown_llm_training_mode_is_a_user_error_and_writes_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from i2i.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--llm-train", "qlora", "--tiny"])
+    assert result.exit_code == 2
+    assert "--llm-train 'qlora' is not known; expected one of full, frozen, lora" in result.output
     assert not (tmp_path / "d").exists()
 
 
