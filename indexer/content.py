@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.contracts import Note, resolve_image
@@ -43,12 +45,41 @@ def content_hash(note: Note, image_root: str | Path | None, image_bytes: bytes |
         image, signature = "upload", "sha256:" + hashlib.sha256(image_bytes).hexdigest()
     else:
         image, signature = note.get("image"), image_signature(note.get("image"), image_root)
-    key = [
-        note.get("title") or "",
-        note.get("content") or "",
-        list(note.get("tags") or []),
-        image,
-        signature,
-    ]
-    blob = json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+    return _digest(
+        note.get("title") or "", note.get("content") or "", note.get("tags") or (), image, signature
+    )
+
+
+def content_hash_of(
+    title: str | None,
+    content: str | None,
+    tags: Sequence[str] | None,
+    image: str | None,
+    image_root: str | Path | None,
+) -> str:
+    """`content_hash` of a note given as its fields (a notes table's columns, no dict per note)."""
+    return _digest(title or "", content or "", tags or (), image, image_signature(image, image_root))
+
+
+_encode = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a str
+
+
+def _digest(title: str, content: str, tags: Sequence[str], image: str | None, signature: str | None) -> str:
+    # The key is the JSON array [title, content, [tags...], image, signature] exactly as
+    # json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes it; strings (the
+    # usual case) are written directly, about twice as fast as json.dumps.
+    if (
+        type(title) is str
+        and type(content) is str
+        and (image is None or type(image) is str)
+        and all(type(t) is str for t in tags)
+    ):
+        blob = (
+            f"[{_encode(title)},{_encode(content)},[{','.join(map(_encode, tags))}],"
+            f"{'null' if image is None else _encode(image)},"
+            f"{'null' if signature is None else _encode(signature)}]"
+        )
+    else:
+        key = [title, content, list(tags), image, signature]
+        blob = json.dumps(key, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
