@@ -138,3 +138,21 @@ def test_point_id_is_uuid5_of_the_note_id() -> None:
 
     for note in ["n0001", "", "é ü 中文 🎉", "a" * 1000, "42"]:
         assert point_id(note) == str(uuid.uuid5(POINT_NAMESPACE, note))
+
+
+def test_edge_upsert_takes_any_float_rows(tmp_path: Path) -> None:
+    """Rows go to Edge as memoryviews of float32 rows: float64, strided and sliced input
+    are converted first; a count mismatch is an error, no ids a no-op."""
+    store = EdgeStore(tmp_path / "c")
+    store.create(CollectionMeta("m", 8))
+    vecs = _unit(np.random.default_rng(3), 40, 8)
+    wide = np.asfortranarray(vecs.astype(np.float64))[::2]  # 20 rows, float64, not C-contiguous
+    ids = [point_id(f"n{i}") for i in range(20)]
+    store.upsert(ids, wide, [{"note_id": f"n{i}"} for i in range(20)])
+    got = {p.id: p.vector for p in store.retrieve(ids)}
+    np.testing.assert_allclose(np.stack([got[i] for i in ids]), vecs[::2], atol=1e-6)
+    with pytest.raises(ValueError, match="3 ids but vectors of shape"):
+        store.upsert(ids[:3], vecs[:2], [{}, {}, {}])
+    store.upsert([], np.zeros((0, 8), np.float32), [])
+    assert store.count() == 20
+    store.close()
