@@ -30,7 +30,7 @@ from typing import Any
 
 MAX_POINTS_PER_SHARD = 5_000_000
 GRAPH_BYTES_PER_LINK = 4
-PAYLOAD_BYTES = 150  # note_id, title, content_hash, model_id as stored (JSON, with keys)
+PAYLOAD_BYTES = 150  # note_id, title (~70 B), content_hash as stored (JSON, with keys)
 ID_TRACKER_BYTES = 40  # external UUID <-> internal id maps and versions
 
 

@@ -2,7 +2,8 @@
 
 - Incremental: the collection is scrolled for (point id, content hash); only notes that
   are new, or whose `content_hash` (indexer.content) changed, are embedded
-  (`full=True` embeds everything again).
+  (`full=True` embeds everything again). The model is checked once per collection (its
+  metadata), not per point: a collection never holds two models' vectors.
 - Resumable: vectors are upserted batch by batch as they are computed, under point ids
   derived from note ids. A killed run keeps its finished batches; the re-run finds them
   unchanged and embeds only the rest. Re-running a finished job embeds nothing.
@@ -31,15 +32,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from core.contracts import Embedder, Note, notes_to_dicts, read_notes, resolve_image, text_length
+from core.contracts import Embedder, Note, read_notes, resolve_image
 from core.errors import UserError
 from core.images import load_image
-from indexer.content import content_hash
+from indexer.content import content_hash_of
 from indexer.store import CollectionMeta, VectorStore, ensure_collection, point_id
 from indexer.vectors import VectorFiles
 
 ProgressFn = Callable[[int, int], None]  # (notes done, notes to embed)
 DEFAULT_MAX_PRUNE_SHARE = 0.2
+_ABSENT = object()  # a point that is not in the collection (a stored hash may be None)
 
 
 @dataclass
@@ -69,22 +71,16 @@ class IndexSummary:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
 
-def note_payload(note: Note, digest: str, model_id: str) -> dict[str, str]:
-    """The payload stored with a note's vector: what `related` shows and what makes
-    re-indexing incremental (`content_hash` under `model_id`)."""
-    return {
-        "note_id": note["note_id"],
-        "title": note.get("title") or "",
-        "content_hash": digest,
-        "model_id": model_id,
-    }
+def note_payload(note_id: str, title: str | None, digest: str) -> dict[str, str]:
+    """The payload stored with a note's vector: what `related` shows (`note_id`, `title`)
+    and what makes re-indexing incremental (`content_hash`).
 
-
-@dataclass(frozen=True)
-class _Pending:
-    note: Note
-    pid: str
-    digest: str
+    The model is not repeated per point: the collection records it once
+    (`CollectionMeta`, checked by `ensure_collection` before anything is read or written),
+    and each payload string costs Qdrant Edge about 2.5 us of CPU to convert. Collections
+    written before this still carry `model_id` in their payloads; it is ignored.
+    """
+    return {"note_id": note_id, "title": title or "", "content_hash": digest}
 
 
 def _image_status(note: Note, image_root: str | Path | None) -> str:
@@ -98,10 +94,10 @@ def _image_status(note: Note, image_root: str | Path | None) -> str:
 
 
 def _count_images(
-    batch: list[_Pending], statuses: list[str], image_root: str | Path | None, summary: IndexSummary
+    notes: list[Note], statuses: list[str], image_root: str | Path | None, summary: IndexSummary
 ) -> None:
     """Count notes whose image is absent, missing on disk or undecodable (kept, blank image)."""
-    for item, status in zip(batch, statuses, strict=True):
+    for note, status in zip(notes, statuses, strict=True):
         if status == "none":
             summary.no_image += 1
         elif status in ("missing", "unreadable"):
@@ -110,8 +106,8 @@ def _count_images(
             else:
                 summary.image_unreadable += 1
             if len(summary.image_examples) < 5:
-                path = resolve_image(item.note.get("image"), image_root)
-                summary.image_examples.append(f"{item.note['note_id']}: {path} ({status})")
+                path = resolve_image(note.get("image"), image_root)
+                summary.image_examples.append(f"{note['note_id']}: {path} ({status})")
 
 
 def _embed_checked(
@@ -169,26 +165,35 @@ def index_notes(
     status = ensure_collection(store, meta, recreate=recreate)
     summary = IndexSummary(location=store.location, model_id=meta.model_id, dim=meta.dim, collection=status)
 
-    stored = {
-        pid: (p.get("content_hash"), p.get("model_id"))
-        for pid, p in store.scroll(["content_hash", "model_id"])
-    }
-    pending: list[_Pending] = []
-    wanted: set[str] = set()
-    for note in notes_to_dicts(notes):
-        pid = point_id(note["note_id"])
-        digest = content_hash(note, image_root)
-        wanted.add(pid)
-        have = stored.get(pid)
-        if have is None:
+    # The table as columns: one Python list per column, not a dict per note (3x cheaper).
+    table = notes.select("note_id", "title", "content", "tags", "image")
+    note_ids: list[str] = table["note_id"].to_list()
+    titles: list[str | None] = table["title"].to_list()
+    contents: list[str | None] = table["content"].to_list()
+    tags: list[list[str] | None] = table["tags"].to_list()
+    images: list[str | None] = table["image"].to_list()
+    pids = [point_id(n) for n in note_ids]
+    digests = [
+        content_hash_of(t, c, g, im, image_root)
+        for t, c, g, im in zip(titles, contents, tags, images, strict=True)
+    ]
+
+    # Unchanged = same content hash. The model needs no check per point: the collection
+    # holds one model's vectors (`ensure_collection` above refused any other).
+    stored = {pid: p.get("content_hash") for pid, p in store.scroll(["content_hash"])}
+    pending: list[int] = []  # rows of the table to (re-)index
+    for row, (pid, digest) in enumerate(zip(pids, digests, strict=True)):
+        have = stored.get(pid, _ABSENT)
+        if have is _ABSENT:
             summary.new += 1
-        elif have != (digest, meta.model_id):
+        elif have != digest:
             summary.changed += 1
         else:
             summary.unchanged += 1
             if not full:
                 continue
-        pending.append(_Pending(note, pid, digest))
+        pending.append(row)
+    wanted = set(pids)
     summary.notes = len(wanted)
     gone = [pid for pid in stored if pid not in wanted]
     summary.not_in_table = len(gone)
@@ -199,24 +204,34 @@ def index_notes(
             f"--max-prune {max_prune_share:.0%}; check the notes table, or pass --force to prune anyway"
         )
 
-    # Similar lengths in one batch: less padding for the model (and stable batches).
-    pending.sort(key=lambda p: text_length(p.note))
+    from_vectors = isinstance(embedder, VectorFiles)  # embedded earlier: look up, hashes known
+    if not from_vectors:
+        # Similar lengths in one batch: less padding for the model (and stable batches).
+        pending.sort(key=lambda row: len(titles[row] or "") + len(contents[row] or ""))
     if on_progress:
         on_progress(0, len(pending))
 
+    def note(row: int) -> Note:
+        return {
+            "note_id": note_ids[row],
+            "title": titles[row] or "",
+            "content": contents[row] or "",
+            "tags": tags[row] or [],
+            "image": images[row],
+        }
+
     def batches() -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
         for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            if isinstance(embedder, VectorFiles):  # embedded earlier: look up, hashes already known
-                vecs = embedder.lookup([p.note["note_id"] for p in batch], [p.digest for p in batch])
+            rows = pending[start : start + batch_size]
+            if from_vectors:
+                vecs = embedder.lookup([note_ids[r] for r in rows], [digests[r] for r in rows])
             else:
-                vecs, statuses = _embed_checked(
-                    embedder, [p.note for p in batch], image_root, embed_batch_size
-                )
+                batch = [note(r) for r in rows]
+                vecs, statuses = _embed_checked(embedder, batch, image_root, embed_batch_size)
                 _count_images(batch, statuses, image_root, summary)
-            payloads = [note_payload(p.note, p.digest, meta.model_id) for p in batch]
-            yield [p.pid for p in batch], vecs, payloads
-            summary.embedded += len(batch)
+            payloads = [note_payload(note_ids[r], titles[r], digests[r]) for r in rows]
+            yield [pids[r] for r in rows], vecs, payloads
+            summary.embedded += len(rows)
             if on_progress:
                 on_progress(summary.embedded, len(pending))
 

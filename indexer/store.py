@@ -6,9 +6,10 @@
   gRPC preferred), or against qdrant-client's local mode (`path=`) in tests.
 
 Both behave the same: a note's point id is a UUID5 of its `note_id` (re-indexing
-overwrites, never duplicates); the payload keeps `note_id`, `title`, `content_hash` and
-`model_id`; distance is cosine; the collection records which model (checkpoint) and
-dimension it holds (`CollectionMeta`), so vectors of two models never mix.
+overwrites, never duplicates); the payload keeps `note_id`, `title` and `content_hash`;
+distance is cosine; the collection records which model (checkpoint) and dimension it
+holds (`CollectionMeta`), so vectors of two models never mix. (Collections written by
+earlier versions also carry `model_id` in every payload; it is read past, never needed.)
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _package_version() -> str:
 POINT_NAMESPACE = uuid.UUID("6f1c1f0e-3d0a-5b7e-9a51-1a2b3c4d5e6f")
 
 DISTANCE = "cosine"
-PAYLOAD_FIELDS = ("note_id", "title", "content_hash", "model_id")
+PAYLOAD_FIELDS = ("note_id", "title", "content_hash")
 
 
 _NAMESPACE_BYTES = POINT_NAMESPACE.bytes

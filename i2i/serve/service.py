@@ -167,7 +167,7 @@ class NoteService:
             have = stored.get(pid)
             if have is None:
                 statuses.append("created")
-            elif (have.get("content_hash"), have.get("model_id")) == (digest, self.model_id):
+            elif have.get("content_hash") == digest:  # the collection holds this model only
                 statuses.append("unchanged")
                 continue
             else:
@@ -175,7 +175,9 @@ class NoteService:
             todo.append(n)
         if todo:
             vecs = await self.embed([items[n] for n in todo])
-            payloads = [note_payload(items[n].note, digests[n], self.model_id) for n in todo]
+            payloads = [
+                note_payload(items[n].note["note_id"], items[n].note.get("title"), digests[n]) for n in todo
+            ]
             await self._store(self.store.upsert, [pids[n] for n in todo], vecs, payloads)
             self.dirty = True
         return statuses

@@ -57,10 +57,64 @@ def test_index_is_idempotent_and_incremental(store: VectorStore, tmp_path: Path,
     expected = emb.embed(notes_to_dicts(read_notes(notes)))
     np.testing.assert_allclose(_stored_vectors(store, df["note_id"].to_list()), expected, atol=1e-5)
     payload = store.retrieve([point_id("n0003")])[0].payload
-    assert payload["note_id"] == "n0003" and payload["model_id"] == emb.model_id and payload["content_hash"]
+    assert set(payload) == {"note_id", "title", "content_hash"}  # the model is the collection's
+    assert payload["note_id"] == "n0003" and payload["content_hash"] and store.meta().model_id == emb.model_id
 
     full = index_notes(notes, emb, store, full=True)
     assert full.embedded == 62 and full.points == 62
+
+
+def test_unchanged_means_same_content_hash(store: VectorStore, tmp_path: Path, make_notes) -> None:
+    """The skip compares content hashes only (the collection guard covers the model): a
+    point whose stored hash differs, or that has none, is re-indexed; the rest are not."""
+    notes = _write(make_notes(6), tmp_path / "notes.parquet")
+    emb = HashingEmbedder()
+    index_notes(notes, emb, store)
+    vec = _stored_vectors(store, ["n0000"])
+    store.upsert([point_id("n0001")], vec, [{"note_id": "n0001", "title": "x", "content_hash": "stale"}])
+    store.upsert([point_id("n0002")], vec, [{"note_id": "n0002", "title": "x"}])  # no hash at all
+    again = index_notes(notes, emb, store)
+    assert (again.new, again.changed, again.unchanged, again.embedded) == (0, 2, 4, 2)
+    np.testing.assert_allclose(
+        _stored_vectors(store, ["n0001", "n0002"]),
+        emb.embed(notes_to_dicts(read_notes(notes))[1:3]),
+        atol=1e-5,
+    )
+    assert index_notes(notes, emb, store).embedded == 0
+
+
+def test_payloads_with_model_id_from_earlier_versions(store: VectorStore, tmp_path: Path, make_notes) -> None:
+    """A collection written when every payload also held `model_id`: unchanged notes are
+    skipped, changed ones rewritten without it, and `related` answers as before."""
+    from indexer.content import content_hash
+    from indexer.store import CollectionMeta
+    from retriever.related import related
+
+    emb = HashingEmbedder()
+    df = read_notes(_write(make_notes(10), tmp_path / "notes.parquet"))
+    old = notes_to_dicts(df)
+    store.create(CollectionMeta(model_id=emb.model_id, dim=emb.dim))
+    store.upsert(
+        [point_id(n["note_id"]) for n in old],
+        emb.embed(old),
+        [
+            {"note_id": n["note_id"], "title": n["title"], "content_hash": content_hash(n, tmp_path),
+             "model_id": emb.model_id}
+            for n in old
+        ],
+    )  # fmt: skip
+    before = [(r.note_id, r.title) for r in related(store, "n0004", 5)]
+    assert index_notes(tmp_path / "notes.parquet", emb, store).unchanged == 10 and emb.calls == 10
+    assert [(r.note_id, r.title) for r in related(store, "n0004", 5)] == before
+
+    edited = df.with_columns(
+        pl.when(pl.col("note_id") == "n0004").then(pl.lit("rewritten")).otherwise("content").alias("content")
+    )
+    again = index_notes(_write(edited, tmp_path / "notes.parquet"), emb, store)
+    assert (again.changed, again.unchanged, again.embedded) == (1, 9, 1)
+    payloads = {p.id: p.payload for p in store.retrieve([point_id("n0004"), point_id("n0005")], False)}
+    assert set(payloads[point_id("n0004")]) == {"note_id", "title", "content_hash"}
+    assert payloads[point_id("n0005")]["model_id"] == emb.model_id  # untouched, still readable
 
 
 def test_removed_notes_are_kept_unless_pruned(store: VectorStore, tmp_path: Path, make_notes) -> None:

@@ -84,7 +84,7 @@ def test_index_from_vectors_keeps_the_guards(store: VectorStore, tmp_path: Path,
     got = store.retrieve([point_id("n0010")])[0]
     want = HashingEmbedder().embed(notes_to_dicts(notes.filter(pl.col("note_id") == "n0010")))[0]
     np.testing.assert_allclose(got.vector, want, atol=1e-5)
-    assert got.payload["model_id"] == files.model_id
+    assert store.meta().model_id == files.model_id and "model_id" not in got.payload
     # Vectors of another model are refused by the collection's model guard.
     other = tmp_path / "other"
     embed_to_vectors(notes, HashingEmbedder(model_id="other"), other, image_root=tmp_path)
