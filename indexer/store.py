@@ -51,14 +51,15 @@ _NAMESPACE_BYTES = POINT_NAMESPACE.bytes
 def point_id(note_id: str) -> str:
     """Deterministic Qdrant point id (UUID5 string) for a note id.
 
-    Exactly `str(uuid.uuid5(POINT_NAMESPACE, note_id))`, computed with hashlib directly
-    (about 3x faster: it runs once per note on every index run).
+    Exactly `str(uuid.uuid5(POINT_NAMESPACE, note_id))`, computed with hashlib on hex text
+    directly (about 4x faster: it runs once per note on every index run): the version
+    digit is 5, the variant digit keeps the hash's low two bits under 0b10.
     """
-    h = bytearray(hashlib.sha1(_NAMESPACE_BYTES + str(note_id).encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50  # version 5
-    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    x = hashlib.sha1(_NAMESPACE_BYTES + str(note_id).encode()).hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 0x3] for c in "0123456789abcdef"}  # RFC 4122 variant digit
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ def test_point_id_is_uuid5_of_the_note_id() -> None:
 
     from indexer.store import POINT_NAMESPACE, point_id
 
-    for note in ["n0001", "", "é ü 中文 🎉", "a" * 1000, "42"]:
+    for note in ["n0001", "", "é ü 中文 🎉", "a" * 1000, "42", *(f"n{i}" for i in range(500))]:
         assert point_id(note) == str(uuid.uuid5(POINT_NAMESPACE, note))
 
 
