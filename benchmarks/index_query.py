@@ -217,6 +217,12 @@ def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[
     all alike; a run is a little slower right after some others), and the best run
     counts. Rates are points per wall-clock second; CPU seconds (all threads of the
     process) beside them, steadier than wall clock on a shared machine.
+
+    Measured at 100k x 64 (README, "index load rate"; benchmarks/results/index-load-100k.md):
+    index --vectors went from 0.21-0.22 to 0.34-0.35 of raw Edge without payload, and from
+    0.56-0.59 to 0.84 of raw Edge with the payload it writes (20.4-20.8k -> 34.5-35.0k
+    pts/s, 32 -> 19 us CPU per point); the binding's ~2.5 us per payload string is most
+    of what is left.
     """
     import polars as pl
     import qdrant_edge as qe
@@ -350,7 +356,8 @@ def main() -> None:
             console.print(
                 f"{size}: index --vectors {idx:,.0f} pts/s = {idx / raw:.2f} of raw Edge without payload "
                 f"({raw:,.0f}; in CPU time {cpu_ratio:.2f}) and {idx / same:.2f} of raw Edge with the same "
-                f"payload ({same:,.0f}); store.upsert {r['store_upsert']:,.0f}"
+                f"payload ({same:,.0f}); store.upsert {r['store_upsert']:,.0f}",
+                soft_wrap=True,
             )
         return
     hnsw = HnswParams(m=args.m, ef_construct=args.ef_construct, ef=args.ef)
