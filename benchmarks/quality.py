@@ -32,6 +32,11 @@ Writes OUT/results.json and OUT/results.md; re-running skips finished data, pair
 runs (change `--out` when changing the recipe). Each variant's evaluation is cached in
 its run directory (`quality_eval.json`), so variants trained and evaluated by separate
 processes (`--variants X`, one per core) are assembled by a final plain run.
+`--add LABEL=RUN_DIR` puts another finished run in the same table and paired
+comparisons (the same test queries), e.g. the same variant at another budget:
+
+    python benchmarks/quality.py --steps 240 --variants text-only,notellm2 \
+        --add notellm2@60=bench_out/quality-emoji-60/runs/notellm2
 """
 
 from __future__ import annotations
@@ -114,6 +119,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--reference", default="notellm2", help="the method every other is compared with")
+    p.add_argument(
+        "--add",
+        dest="extra_runs",
+        action="append",
+        default=[],
+        metavar="LABEL=RUN_DIR",
+        help="also evaluate a finished run (e.g. another budget: --add notellm2@60=runs/notellm2) "
+        "on the same test queries, under LABEL; repeatable",
+    )
     p.add_argument("--no-blank", action="store_true", help="skip the blanked-modality evaluations")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the queries")
     p.add_argument("--seed", type=int, default=0)
@@ -285,6 +299,20 @@ def _evaluate_variant_now(
     return res
 
 
+def _extra_runs(specs: list[str]) -> list[tuple[str, Path]]:
+    """`--add LABEL=RUN_DIR` values -> (label, run); each run must be a finished training run."""
+    runs = []
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        run = Path(path)
+        if not sep or not label or not path:
+            raise SystemExit(f"--add {spec!r}: expected LABEL=RUN_DIR, e.g. notellm2@60=runs/notellm2")
+        if not (run / "summary.json").exists():
+            raise SystemExit(f"--add {spec!r}: {run} is not a finished run (no summary.json)")
+        runs.append((label, run))
+    return runs
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     console = Console()
@@ -319,6 +347,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         console.print(
             f"{variant}: recall@10 {methods[variant]['metrics'].get('recall@10', float('nan')):.3f}"
         )
+
+    for label, run in _extra_runs(args.extra_runs):
+        methods[label] = _evaluate_variant(args, label, run, es, data, boot)
+        done = json.loads((run / "summary.json").read_text())
+        methods[label]["train"] = {k: done.get(k) for k in ("seconds", "steps", "best") if k in done}
+        console.print(f"{label}: recall@10 {methods[label]['metrics'].get('recall@10', float('nan')):.3f}")
 
     reference = args.reference if args.reference in methods else list(methods)[-1]
     diffs = method_differences(methods, es, boot, reference=reference)
@@ -357,7 +391,7 @@ def method_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and one row per method: each metric with its interval, blanked-modality
     Recall@10, the gate and the training time."""
     head = ["method", *(t for _, t in METRICS), *(t for _, t in SLICES), "no-image R@10", "no-text R@10"]
-    head += ["gate z", "train s"]
+    head += ["gate z", "steps", "train s"]
     rows = []
     for name, m in results["methods"].items():
         row = [name, *(_cell(m, k) for k, _ in METRICS), *(_cell(m, "recall@10", s) for s, _ in SLICES)]
@@ -365,6 +399,8 @@ def method_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             row.append(_cell(m["blanked"][blank], "recall@10") if blank in m.get("blanked", {}) else "-")
         gate = m.get("gate z")
         row.append("-" if gate is None else f"{gate:.3f}")
+        steps = m.get("train", {}).get("steps")
+        row.append("-" if steps is None else str(steps))
         seconds = m.get("train", {}).get("seconds")
         row.append("-" if seconds is None else f"{seconds:.0f}")
         rows.append(row)
