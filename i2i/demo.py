@@ -243,7 +243,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         paths.gallery,
         paths.data,
         title="i2i demo: related notes",
-        subtitle=f"{cfg.describe_model()}; green = a true co-viewed pair mined from the logs",
+        subtitle=(
+            f"{cfg.describe_model()}; green = a co-viewed pair mined from the logs "
+            "(pairs stay within a split)"
+        ),
     )
     timings["gallery"] = _done(console, t0, f"{paths.gallery}")
 
@@ -341,6 +344,17 @@ def _eval(paths: DemoPaths, console: Console) -> dict[str, Any]:
     return report
 
 
+def mined_pairs(pairs_dir: Path) -> set[tuple[str, str]]:
+    """Every (query, target) pair `mine-pairs` wrote, over all splits, read through the
+    one pairs reader. A split keeps only pairs whose notes are both in it, so a pair
+    co-viewed across splits is not here."""
+    pairs: set[tuple[str, str]] = set()
+    for split in SPLITS:
+        df = read_pairs(pairs_dir / f"{split}.parquet")
+        pairs.update(zip(df["query_id"].to_list(), df["target_id"].to_list(), strict=True))
+    return pairs
+
+
 def _related_rows(cfg: DemoConfig, paths: DemoPaths) -> list[Any]:
     """Sample test queries with their top-k from the collection, each hit judged against
     the pairs `mine-pairs` wrote (every split; a split keeps only pairs within it, so a
@@ -350,11 +364,8 @@ def _related_rows(cfg: DemoConfig, paths: DemoPaths) -> list[Any]:
     from retriever.related import related
 
     notes = {n["note_id"]: n for n in notes_to_dicts(read_notes(paths.notes))}
-    splits = {s: read_pairs(paths.pairs / f"{s}.parquet") for s in SPLITS}
-    coviewed = {
-        (q, t) for df in splits.values() for q, t in zip(df["query_id"], df["target_id"], strict=True)
-    }
-    test = splits["test"]
+    coviewed = mined_pairs(paths.pairs)
+    test = read_pairs(paths.pairs / "test.parquet")
     queries, _ = protocol_pairs(
         test["query_id"].to_list(), test["target_id"].to_list(), test["rank"].to_list()
     )

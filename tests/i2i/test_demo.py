@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from i2i.demo import DemoConfig, run_demo
+from i2i.demo import DemoConfig, mined_pairs, run_demo
 from train.testing import tiny_model_config
 
 
@@ -147,3 +147,18 @@ def test_demo_killed_during_training_continues(tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(train.loop, "train", real_train)
     summary = run_demo(_tiny(out), Console(quiet=True))
     assert summary["train"]["steps"] == 3 and (out / "run" / "last").is_dir()
+
+
+def test_gallery_marks_the_mined_pairs_of_every_split(tmp_path: Path) -> None:
+    """The gallery's co-viewed marks come from the pairs files of all three splits (integer
+    ids read as strings, a file without rank accepted), and from nothing else."""
+    pl.DataFrame({"query_id": ["a", "b"], "target_id": ["b", "a"], "rank": [1, 1]}).write_parquet(
+        tmp_path / "train.parquet"
+    )
+    pl.DataFrame({"query_id": [7], "target_id": [8]}).write_parquet(tmp_path / "val.parquet")
+    pl.DataFrame({"query_id": ["x"], "target_id": ["y"], "rank": [2]}).write_parquet(
+        tmp_path / "test.parquet"
+    )
+    assert mined_pairs(tmp_path) == {("a", "b"), ("b", "a"), ("7", "8"), ("x", "y")}
+    # a pair across splits (a with x) is in no file, so it is not marked
+    assert ("a", "x") not in mined_pairs(tmp_path)
