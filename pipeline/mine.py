@@ -175,22 +175,22 @@ def mine_pairs(
         "split",
     )
     per_split = {name: pairs.filter(pl.col("split") == i).drop("split") for i, name in enumerate(SPLITS)}
-    params = {
-        "user_col": user_col,
-        "note_col": note_col,
-        "ts_col": ts_col,
-        "ts_unit": ts_unit,
-        "event_col": event_col,
-        "events": list(events) if events and event_col else None,
-        "window_us": window_us,
-        "weighting": weighting,
-        "min_score": min_score,
-        "max_score": max_score,
-        "top_k": top_k,
-        "max_events_per_user": max_events_per_user,
-        "split": list(shares),
-        "seed": seed,
-    }
+    params = mining_params(
+        user_col=user_col,
+        note_col=note_col,
+        ts_col=ts_col,
+        ts_unit=ts_unit,
+        event_col=event_col,
+        events=events,
+        window_us=window_us,
+        weighting=weighting,
+        min_score=min_score,
+        max_score=max_score,
+        top_k=top_k,
+        max_events_per_user=max_events_per_user,
+        shares=shares,
+        seed=seed,
+    )
     splits = {
         name: {"pairs": df.height, "queries": df["query_id"].n_unique()} for name, df in per_split.items()
     }
@@ -219,6 +219,43 @@ COUNT_KEYS = (
     "distinct_pairs",
     *_DROPS,
 )
+
+
+def mining_params(
+    *,
+    user_col: str,
+    note_col: str,
+    ts_col: str,
+    ts_unit: str,
+    event_col: str | None,
+    events: Sequence[str] | None,
+    window_us: int,
+    weighting: str,
+    min_score: float | None,
+    max_score: float | None,
+    top_k: int,
+    max_events_per_user: int,
+    shares: Sequence[float],
+    seed: int,
+) -> dict[str, Any]:
+    """The job's parameters as summary.json records them, one builder for every engine
+    (so two engines given the same options write the same `parameters`)."""
+    return {
+        "user_col": user_col,
+        "note_col": note_col,
+        "ts_col": ts_col,
+        "ts_unit": ts_unit,
+        "event_col": event_col,
+        "events": list(events) if events and event_col else None,
+        "window_us": window_us,
+        "weighting": weighting,
+        "min_score": min_score,
+        "max_score": max_score,
+        "top_k": top_k,
+        "max_events_per_user": max_events_per_user,
+        "split": list(shares),
+        "seed": seed,
+    }
 
 
 def make_summary(

@@ -55,6 +55,7 @@ from pipeline.mine import (
     _noop,
     check_pairs_out,
     make_summary,
+    mining_params,
     write_pairs,
 )
 from pipeline.splits import SPLIT_HASH_BITS, parse_split, split_thresholds
@@ -418,22 +419,22 @@ def mine_pairs_spark(
             "shuffle_partitions": partitions,
             **skew,
         }
-        params = {
-            "user_col": user_col,
-            "note_col": note_col,
-            "ts_col": ts_col,
-            "ts_unit": ts_unit,
-            "event_col": event_col,
-            "events": keep_events,
-            "window_us": window_us,
-            "weighting": weighting,
-            "min_score": min_score,
-            "max_score": max_score,
-            "top_k": top_k,
-            "max_events_per_user": max_events_per_user,
-            "split": list(shares),
-            "seed": seed,
-        }
+        params = mining_params(
+            user_col=user_col,
+            note_col=note_col,
+            ts_col=ts_col,
+            ts_unit=ts_unit,
+            event_col=event_col,
+            events=keep_events,
+            window_us=window_us,
+            weighting=weighting,
+            min_score=min_score,
+            max_score=max_score,
+            top_k=top_k,
+            max_events_per_user=max_events_per_user,
+            shares=shares,
+            seed=seed,
+        )
         examples = {"unparsed_ts": unparsed_examples}
         seconds = time.perf_counter() - t0
         summary = make_summary(logs, sources, params, counts, engine, splits, seconds, examples)
