@@ -17,6 +17,8 @@ from typing import BinaryIO
 
 from PIL import Image
 
+from core.contracts import Note, resolve_image
+
 # Decode at most this many pixels; larger images are reduced while decoding (JPEG draft)
 # or refused before decoding if the format cannot reduce.
 MAX_DECODE_PIXELS = 64_000_000
@@ -90,3 +92,24 @@ def _decode(source: BinaryIO, max_side: int) -> tuple[Image.Image, bool]:
             return im.convert("RGB"), True
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
         return blank_image(), False
+
+
+def note_image(
+    note: Note, image_root: str | Path | None = None, *, confine: bool = False, max_side: int = 1024
+) -> tuple[Image.Image, str]:
+    """A note's image, decoded once, and its `core.contracts.IMAGE_STATUSES` value: "ok",
+    "none" (no image), "missing" (no file at the path) or "unreadable"; every case but
+    "ok" gives the blank image. `confine`: see `core.contracts.resolve_image`; `max_side`:
+    see `load_image` (a small one makes a cheap readability check)."""
+    path = resolve_image(note.get("image"), image_root, confine=confine)
+    if path is None:
+        return blank_image(), "none"
+    if not path.exists():
+        return blank_image(), "missing"
+    image, ok = load_image(path, max_side=max_side)
+    return image, "ok" if ok else "unreadable"
+
+
+def given_image(image: Image.Image | None) -> tuple[Image.Image, str]:
+    """An image the caller already decoded (None: the note has none), with its status."""
+    return (blank_image(), "none") if image is None else (image, "ok")

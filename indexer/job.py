@@ -34,7 +34,7 @@ import polars as pl
 
 from core.contracts import Embedder, Note, read_notes, resolve_image
 from core.errors import UserError
-from core.images import load_image
+from core.images import note_image
 from indexer.content import content_hash_of
 from indexer.store import CollectionMeta, VectorStore, ensure_collection, point_id
 from indexer.vectors import VectorFiles
@@ -84,13 +84,8 @@ def note_payload(note_id: str, title: str | None, digest: str) -> dict[str, str]
 
 
 def _image_status(note: Note, image_root: str | Path | None) -> str:
-    """What an embedder that reads images would report for `note` (decodes it once)."""
-    path = resolve_image(note.get("image"), image_root)
-    if path is None:
-        return "none"
-    if not path.exists():
-        return "missing"
-    return "ok" if load_image(path, max_side=64)[1] else "unreadable"
+    """What an embedder that reads images would report for `note` (a small decode)."""
+    return note_image(note, image_root, max_side=64)[1]
 
 
 def _count_images(

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from core.contracts import Note, resolve_image
-from core.images import blank_image, load_image
+from core.contracts import Note
+from core.images import given_image, note_image
 from retriever.evaluate import EvalSet
 
 if TYPE_CHECKING:
@@ -80,23 +80,15 @@ class VisionFeatureEmbedder:
             raise ValueError(f"{len(images)} images for {len(notes)} notes")
 
         def load(i: int) -> tuple[torch.Tensor, str]:
-            if images is not None:  # decoded by the caller; no path is opened
-                given = images[i]
-                if given is None:
-                    return self.vision.transform(blank_image()), "none"
-                return self.vision.transform(given), "ok"
-            path = resolve_image(notes[i].get("image"), image_root)
-            if path is None or not path.exists():
-                self.broken_images += int(path is not None)
-                return self.vision.transform(blank_image()), "none" if path is None else "missing"
-            image, ok = load_image(path)
-            self.broken_images += int(not ok)
-            return self.vision.transform(image), "ok" if ok else "unreadable"
+            # decoded by the caller (no path is opened), or read from the note's path
+            image, status = given_image(images[i]) if images is not None else note_image(notes[i], image_root)
+            return self.vision.transform(image), status
 
         out = np.zeros((len(notes), self.dim), np.float32)
         with ThreadPoolExecutor(max_workers=4) as pool, torch.inference_mode():
             for s in range(0, len(notes), batch_size):
                 loaded = list(pool.map(load, range(s, min(s + batch_size, len(notes)))))
+                self.broken_images += sum(status in ("missing", "unreadable") for _, status in loaded)
                 if image_status is not None:
                     image_status.extend(status for _, status in loaded)
                 pixels = torch.stack([x for x, _ in loaded]).to(self.device)

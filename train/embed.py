@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.contracts import Note, resolve_image
+from core.contracts import Note
 from core.errors import UserError
-from core.images import blank_image, load_image
+from core.images import blank_image, given_image, note_image
 from train.checkpoint import checkpoint_id, load_checkpoint, resolve_checkpoint
 from train.collate import NoteCollator
 from train.model import NoteLLM2
@@ -109,13 +109,10 @@ class NoteEmbedder:
             if blank == "image":
                 return transform(blank_image()), "blanked"
             if images is not None:  # decoded by the caller; no path is opened
-                image = images[i]
-                return (transform(blank_image()), "none") if image is None else (transform(image), "ok")
-            path = resolve_image(notes[i].get("image"), image_root, confine=self.confine_images)
-            if path is None or not path.exists():
-                return transform(blank_image()), "none" if path is None else "missing"
-            image, ok = load_image(path)
-            return transform(image), ("ok" if ok else "unreadable")
+                image, status = given_image(images[i])
+            else:
+                image, status = note_image(notes[i], image_root, confine=self.confine_images)
+            return transform(image), status
 
         if self.image_threads > 1 and len(notes) > 1:
             with ThreadPoolExecutor(max_workers=self.image_threads) as pool:

@@ -252,8 +252,6 @@ def test_index_decodes_each_image_once(store: VectorStore, tmp_path: Path, make_
     import torch
 
     import core.images
-    import indexer.job
-    import train.embed
     from train.embed import NoteEmbedder
     from train.model import build_model
     from train.testing import tiny_model_config
@@ -271,8 +269,7 @@ def test_index_decodes_each_image_once(store: VectorStore, tmp_path: Path, make_
         decoded.append(Path(path).name)
         return real_load(path, *args, **kwargs)
 
-    monkeypatch.setattr(train.embed, "load_image", counting_load)
-    monkeypatch.setattr(indexer.job, "load_image", counting_load)
+    monkeypatch.setattr(core.images, "load_image", counting_load)  # every image decode goes through it
     torch.manual_seed(0)
     embedder = NoteEmbedder(build_model(tiny_model_config()), device="cpu")
     summary = index_notes(_write(df, tmp_path / "notes.parquet"), embedder, store)

@@ -29,7 +29,7 @@ def _notes_with_images(root: Path) -> list[dict]:
 
 
 def test_image_only_embedder_reports_statuses_and_takes_decoded_images(tmp_path: Path, monkeypatch) -> None:
-    import retriever.baselines
+    import core.images
 
     notes = _notes_with_images(tmp_path)
     with single_thread():
@@ -43,7 +43,7 @@ def test_image_only_embedder_reports_statuses_and_takes_decoded_images(tmp_path:
         def no_decode(*args, **kwargs):
             raise AssertionError("an image path was opened although the images were given")
 
-        monkeypatch.setattr(retriever.baselines, "load_image", no_decode)
+        monkeypatch.setattr(core.images, "load_image", no_decode)
         status = []
         given = emb.embed(notes, batch_size=3, images=[*decoded, None, None], image_status=status)
     assert status == ["ok", "ok", "none", "none"]

@@ -112,7 +112,7 @@ def test_blanked_embedder_has_its_own_model_id() -> None:
 def test_image_status_and_decoded_images_share_one_embed(model, corpus, monkeypatch) -> None:
     """One signature for both callers: `i2i index` reads each note's image status from
     the call that decoded it; `i2i serve` passes decoded images and no file is opened."""
-    import train.embed
+    import core.images
     from core.images import load_image
 
     notes, root = corpus
@@ -133,7 +133,7 @@ def test_image_status_and_decoded_images_share_one_embed(model, corpus, monkeypa
     def no_decode(*args, **kwargs):
         raise AssertionError("an image path was opened although the images were given")
 
-    monkeypatch.setattr(train.embed, "load_image", no_decode)
+    monkeypatch.setattr(core.images, "load_image", no_decode)
     status = []
     given = emb.embed([*notes[:5], no_image], batch_size=3, images=[*decoded, None], image_status=status)
     assert status == ["ok"] * 5 + ["none"]
