@@ -4,6 +4,11 @@
     .venv/bin/python benchmarks/mine_pairs.py --sizes 200000        # a quick look
     .venv/bin/python benchmarks/mine_pairs.py --sizes 1000000,10000000,30000000 --engines polars
     .venv/bin/python benchmarks/mine_pairs.py --engines polars,spark --spark-master 'local[2]'
+    PYSPARK_SUBMIT_ARGS="--driver-memory 6g pyspark-shell" \
+        .venv/bin/python benchmarks/mine_pairs.py --engines polars,spark --sizes 10000000
+
+(Spark in local mode runs in the driver's JVM, whose heap is 1 GB unless
+PYSPARK_SUBMIT_ARGS sets it; peak memory below counts the Python processes, not the JVM.)
 
 For each size the script writes logs with `i2i synth` (heavy-tailed users, logs only),
 then runs, each in its own subprocess so that peak memory (ru_maxrss, the process and
