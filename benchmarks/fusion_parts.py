@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
+from quality import quality_eval_set  # the sibling script (benchmarks/ is on sys.path)
 from rich.console import Console
 
 from core.bootstrap import Bootstrap
-from core.contracts import read_notes, read_pairs, read_split_notes
+from core.errors import UserError
 from core.io import write_json_atomic
-from retriever.evaluate import build_eval_set, evaluate_embedder
+from retriever.evaluate import evaluate_embedder
 from retriever.report import with_interval
 from train.embed import load_embedder
 
@@ -46,14 +46,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     console = Console()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data, pairs = args.out / "data", args.out / "pairs"
-    es = build_eval_set(
-        read_notes(data / "notes.parquet"),
-        read_pairs(pairs / "test.parquet"),
-        pl.read_parquet(data / "truth.parquet"),
-        "test",
-        split_notes=read_split_notes(pairs, "test"),
-    )
+    data = args.out / "data"
+    try:
+        es = quality_eval_set(args.out)
+    except UserError as e:
+        p.error(str(e))
     embedder = load_embedder(args.run, device="cpu")
     model = embedder.model
     if model.fusion is None:
@@ -62,12 +59,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def fusion_forward(share: str) -> Any:
         def forward(self: Any, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            z = torch.sigmoid(self.gate(torch.cat([h, v], dim=-1)))  # as train.fusion.LateFusion
-            parts = {"llm share": z * h, "image share": (1 - z) * v}
+            llm_share, image_share, z = self.shares(h, v)
+            parts = {"llm share": llm_share, "image share": image_share}
             for name, x in parts.items():
                 y = model.head(x) if model.head is not None else x
                 norms[name].append(float(y.norm(dim=-1).mean()))
-            return {"fused": parts["llm share"] + parts["image share"], **parts}[share], z
+            return {"fused": llm_share + image_share, **parts}[share], z
 
         return forward
 

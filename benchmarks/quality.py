@@ -321,6 +321,25 @@ def _extra_runs(specs: list[str]) -> list[tuple[str, Path]]:
     return runs
 
 
+def quality_eval_set(out: Path) -> EvalSet:
+    """The test split of a quality run's `out` (data/ and pairs/): the greedy queries, the
+    reference pool and the relation slices that every method here is scored on (also
+    `benchmarks/reachability.py` and `benchmarks/fusion_parts.py`)."""
+    data, pairs = out / "data", out / "pairs"
+    for path in (data / "notes.parquet", data / "truth.parquet", pairs / "test.parquet"):
+        if not path.exists():
+            raise UserError(
+                f"{path} not found; run benchmarks/quality.py --out {out} first (it makes the split)"
+            )
+    return build_eval_set(
+        read_notes(data / "notes.parquet"),
+        read_pairs(pairs / "test.parquet"),
+        pl.read_parquet(data / "truth.parquet"),
+        "test",
+        split_notes=read_split_notes(pairs, "test"),
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     console = Console()
@@ -331,13 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     boot = Bootstrap(resamples=args.resamples, seed=args.seed)
     data, pairs = _data(args, out, console)
 
-    es = build_eval_set(
-        read_notes(data / "notes.parquet"),
-        read_pairs(pairs / "test.parquet"),
-        pl.read_parquet(data / "truth.parquet"),
-        "test",
-        split_notes=read_split_notes(pairs, "test"),
-    )
+    es = quality_eval_set(out)
     counts = {k: int(v.sum()) for k, v in es.slices.items()}
     console.print(f"test split: {len(es.queries)} queries, pool {len(es.pool)}; slice sizes {counts}")
     if len(es.queries) < MIN_QUERIES:

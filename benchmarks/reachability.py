@@ -34,15 +34,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
+from quality import quality_eval_set  # the sibling script (benchmarks/ is on sys.path)
 from rich.console import Console
 from rich.table import Table
 
 from core.bootstrap import Bootstrap
-from core.contracts import notes_to_dicts, read_notes, read_pairs, read_split_notes
+from core.contracts import notes_to_dicts, read_notes, read_pairs
 from core.errors import UserError
 from core.io import write_json_atomic
 from retriever.baselines import bm25_scorer, embedding_scorer, image_only_embedder
-from retriever.evaluate import EvalSet, build_eval_set, evaluate_scores
+from retriever.evaluate import EvalSet, evaluate_scores
 from retriever.oracles import ColourHistogramEmbedder, LabelEmbedder
 from retriever.report import with_interval
 from train.loss import pair_contrastive_loss
@@ -115,19 +116,8 @@ def mean_scorer(scorers: list[Any]) -> Any:
 
 def reachability(out: Path, probe_steps: list[int], boot: Bootstrap, console: Console) -> dict[str, Any]:
     data, pairs = out / "data", out / "pairs"
-    for path in (data / "notes.parquet", data / "truth.parquet", pairs / "test.parquet"):
-        if not path.exists():
-            raise UserError(
-                f"{path} not found; run benchmarks/quality.py --out {out} first (it makes the split)"
-            )
+    es = quality_eval_set(out)
     truth = pl.read_parquet(data / "truth.parquet")
-    es = build_eval_set(
-        read_notes(data / "notes.parquet"),
-        read_pairs(pairs / "test.parquet"),
-        truth,
-        "test",
-        split_notes=read_split_notes(pairs, "test"),
-    )
     topic = dict(zip(truth["note_id"].to_list(), truth["topic"].to_list(), strict=True))
     motif = dict(zip(truth["note_id"].to_list(), truth["motif"].to_list(), strict=True))
     embedders: dict[str, Any] = {

@@ -27,7 +27,13 @@ class LateFusion(nn.Module):
         """`v = W_v · cls`: (B, Dv) -> (B, d)."""
         return self.vision_proj(cls)
 
+    def shares(self, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The two summands of the fused embedding and the gate: `h`, `v`: (B, d) ->
+        (LLM share z * h, image share (1 - z) * v, gate z), each (B, d)."""
+        z = torch.sigmoid(self.gate(torch.cat([h, v], dim=-1)))  # (B, d)
+        return z * h, (1 - z) * v, z
+
     def forward(self, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`h`, `v`: (B, d) -> (fused (B, d), gate z (B, d))."""
-        z = torch.sigmoid(self.gate(torch.cat([h, v], dim=-1)))  # (B, d)
-        return z * h + (1 - z) * v, z
+        llm_share, image_share, z = self.shares(h, v)
+        return llm_share + image_share, z
