@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.errors import UserError
 from train import run_dir as files
-from train.centering import CENTER_NOTES, measure_llm_means
+from train.centering import CENTER_NOTES, describe, measure_means
 from train.checkpoint import (
     COUNTERS,
     TrainerState,
@@ -150,16 +150,14 @@ def _train(
     if cfg.cache_vision and model.vision is not None:
         images = vision_cache(model.vision, images, run_notes(train_split, val_split), cfg, env, console)
 
-    if cfg.model.center_llm and not resume:  # a resumed model has its means in the checkpoint
+    centering = cfg.model.center_llm or (cfg.model.center_image and model.fusion is not None)
+    if centering and not resume:  # a resumed model has its means in the checkpoint
         rows = train_split.note_indices()
         picked = rows[np.unique(np.linspace(0, len(rows) - 1, min(CENTER_NOTES, len(rows))).astype(int))]
         notes = [train_split.notes[i] for i in picked]
-        c = measure_llm_means(model, notes, images, env, autocast_for(cfg.precision, env.device))
+        summary = measure_means(model, notes, images, env, autocast_for(cfg.precision, env.device))
         if env.is_main:
-            console.print(
-                f"centering: LLM mean measured on {c['notes']:.0f} train notes (norm {c['mean_norm']:.1f}; "
-                f"mean cosine between notes before centering {c['mean_cosine']:.3f})"
-            )
+            console.print(describe(summary))
 
     sampler = PairBatchSampler(
         train_split, cfg.pairs_per_step, cfg.seed, env.rank, env.world_size, cfg.unique_notes_in_batch

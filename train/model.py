@@ -3,7 +3,8 @@
     pixels ──vision (frozen)──▶ cls, tokens ──connector──▶ Q visual tokens ─┐
     note ──prompt──▶ token ids ──embed──▶ inputs_embeds ──splice at <IMG>──┴─▶ LLM
     LLM last hidden state ──pool (last real token; mICL: also before <IMG_EMB>)──▶ h
-    h ──minus its mean (optional)──▶ late fusion with W_v·cls (optional)──▶ head (optional) ──▶ L2 normalise
+    h ──minus its mean (optional)──▶ late fusion with W_v·cls (optional; cls minus its mean, optional)
+      ──▶ head (optional) ──▶ L2 normalise
 
 `build_model(config)` is the one factory. `text-only` builds no vision encoder
 (`model.vision is None`, `model.uses_images` False) and never touches pixels.
@@ -146,6 +147,8 @@ class NoteLLM2(nn.Module):
         if config.center_llm:  # the LLM states' means, measured before training (train.centering)
             self.register_buffer("llm_mean", torch.zeros(hidden))  # (H,) of h
             self.register_buffer("llm_visual_mean", torch.zeros(hidden))  # (H,) of the mICL visual h
+        if config.center_image and self.fusion is not None:
+            self.register_buffer("image_mean", torch.zeros(vision.width))  # (width,) of the CLS feature
         self.img_id = tokenizer.convert_tokens_to_ids(IMG_TOKEN)
         self.img_emb_id = tokenizer.convert_tokens_to_ids(IMG_EMB_TOKEN)
         self.collator = NoteCollator(tokenizer, config)
@@ -183,6 +186,8 @@ class NoteLLM2(nn.Module):
             hv = None if hv is None else hv - self.llm_visual_mean.to(hv.dtype)
         gate = None
         if self.fusion is not None:
+            if self.config.center_image:
+                cls = cls - self.image_mean.to(cls.dtype)
             v = self.fusion.project(cls.to(h.dtype))  # (B, H)
             h, z = self.fusion(h, v)
             gate = z.mean()

@@ -138,6 +138,12 @@ class ModelConfig:
     # before the first step (`train.centering`) and saved with the checkpoint.
     # Not in the paper (False = the reference's plain `h`).
     center_llm: bool = False
+    # Subtract the frozen image encoder's mean CLS feature before late fusion's projection
+    # `W_v` (late-fusion variants only). EfficientNet-Lite0's pooled features are all
+    # positive, so `v = W_v cls` shares a large part across notes too (mean cosine about
+    # 0.7 between synth notes). The encoder is frozen, so this mean never goes stale.
+    # Not in the paper.
+    center_image: bool = False
 
     # ------------------------------------------------------------------------------
     def __post_init__(self) -> None:
