@@ -39,7 +39,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from core.errors import UserError
 from train import run_dir as files
-from train.centering import CENTER_NOTES, describe, measure_means
 from train.checkpoint import (
     COUNTERS,
     TrainerState,
@@ -149,15 +148,6 @@ def _train(
     images = NoteImageLoader(image_root(cfg), model.vision.transform if model.vision is not None else None)
     if cfg.cache_vision and model.vision is not None:
         images = vision_cache(model.vision, images, run_notes(train_split, val_split), cfg, env, console)
-
-    centering = cfg.model.center_llm or (cfg.model.center_image and model.fusion is not None)
-    if centering and not resume:  # a resumed model has its means in the checkpoint
-        rows = train_split.note_indices()
-        picked = rows[np.unique(np.linspace(0, len(rows) - 1, min(CENTER_NOTES, len(rows))).astype(int))]
-        notes = [train_split.notes[i] for i in picked]
-        summary = measure_means(model, notes, images, env, autocast_for(cfg.precision, env.device))
-        if env.is_main:
-            console.print(describe(summary))
 
     sampler = PairBatchSampler(
         train_split, cfg.pairs_per_step, cfg.seed, env.rank, env.world_size, cfg.unique_notes_in_batch

@@ -3,8 +3,7 @@
     pixels ──vision (frozen)──▶ cls, tokens ──connector──▶ Q visual tokens ─┐
     note ──prompt──▶ token ids ──embed──▶ inputs_embeds ──splice at <IMG>──┴─▶ LLM
     LLM last hidden state ──pool (last real token; mICL: also before <IMG_EMB>)──▶ h
-    h ──minus its mean (optional)──▶ late fusion with W_v·cls (optional; cls minus its mean, optional)
-      ──▶ head (optional) ──▶ L2 normalise
+    h ──late fusion with W_v·cls (optional)──▶ head (optional) ──▶ L2 normalise
 
 `build_model(config)` is the one factory. `text-only` builds no vision encoder
 (`model.vision is None`, `model.uses_images` False) and never touches pixels.
@@ -144,11 +143,6 @@ class NoteLLM2(nn.Module):
         )
         self.head = nn.Linear(hidden, config.dim, bias=False) if config.dim else None
         self.temperature = nn.Parameter(torch.tensor(float(config.temperature_init)))  # t; scale = exp(t)
-        if config.center_llm:  # the LLM states' means, measured before training (train.centering)
-            self.register_buffer("llm_mean", torch.zeros(hidden))  # (H,) of h
-            self.register_buffer("llm_visual_mean", torch.zeros(hidden))  # (H,) of the mICL visual h
-        if config.center_image and self.fusion is not None:
-            self.register_buffer("image_mean", torch.zeros(vision.width))  # (width,) of the CLS feature
         self.img_id = tokenizer.convert_tokens_to_ids(IMG_TOKEN)
         self.img_emb_id = tokenizer.convert_tokens_to_ids(IMG_EMB_TOKEN)
         self.collator = NoteCollator(tokenizer, config)
@@ -180,26 +174,6 @@ class NoteLLM2(nn.Module):
 
     # Forward -------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> NoteEmbeddings:
-        h, hv, cls = self.llm_states(batch)
-        if self.config.center_llm:
-            h = h - self.llm_mean.to(h.dtype)
-            hv = None if hv is None else hv - self.llm_visual_mean.to(hv.dtype)
-        gate = None
-        if self.fusion is not None:
-            if self.config.center_image:
-                cls = cls - self.image_mean.to(cls.dtype)
-            v = self.fusion.project(cls.to(h.dtype))  # (B, H)
-            h, z = self.fusion(h, v)
-            gate = z.mean()
-            if hv is not None:
-                hv, _ = self.fusion(hv, v)
-        return NoteEmbeddings(self._finish(h), None if hv is None else self._finish(hv), gate)
-
-    def llm_states(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """The LLM's pooled states before centering and fusion: (h (B, H), the mICL visual
-        state (B, H) or None, the image's CLS feature (B, width) or None)."""
         device = self.device
         ids = batch["input_ids"].to(device)  # (B, L)
         mask = batch["attention_mask"].to(device)  # (B, L)
@@ -215,7 +189,14 @@ class NoteLLM2(nn.Module):
         rows = torch.arange(hidden.shape[0], device=device)
         h = hidden[rows, last_token_index(mask)]  # (B, H)
         hv = hidden[rows, index_before(ids, self.img_emb_id)] if self.config.uses_micl else None  # (B, H)
-        return h, hv, cls
+        gate = None
+        if self.fusion is not None:
+            v = self.fusion.project(cls.to(h.dtype))  # (B, H)
+            h, z = self.fusion(h, v)
+            gate = z.mean()
+            if hv is not None:
+                hv, _ = self.fusion(hv, v)
+        return NoteEmbeddings(self._finish(h), None if hv is None else self._finish(hv), gate)
 
     def encode_image(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen encoder's (cls (B, width), tokens (B, T, width)): from the batch's

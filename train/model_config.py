@@ -130,20 +130,6 @@ class ModelConfig:
     # reports (its ablation sweeps 1, 3, 9 and 19 to 1); the reference code's 1:1 default
     # gives the image-only loss half the weight instead of a tenth.
     micl_weights: tuple[float, float] = (9.0, 1.0)
-    # Subtract the LLM embeddings' mean before late fusion and the head. A decoder's
-    # last-token states are nearly parallel (SmolLM2-135M: mean cosine 0.996 between
-    # notes, the shared part 16x the part that varies), so before training every note
-    # embeds to about the same point, and the gate scales that shared vector by
-    # image-driven amounts. The means are buffers measured once on training notes
-    # before the first step (`train.centering`) and saved with the checkpoint.
-    # Not in the paper (False = the reference's plain `h`).
-    center_llm: bool = False
-    # Subtract the frozen image encoder's mean CLS feature before late fusion's projection
-    # `W_v` (late-fusion variants only). EfficientNet-Lite0's pooled features are all
-    # positive, so `v = W_v cls` shares a large part across notes too (mean cosine about
-    # 0.7 between synth notes). The encoder is frozen, so this mean never goes stale.
-    # Not in the paper.
-    center_image: bool = False
 
     # ------------------------------------------------------------------------------
     def __post_init__(self) -> None:
