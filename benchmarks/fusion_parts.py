@@ -7,8 +7,9 @@ projected image feature), and the head is linear, so the embedding is
 test split (same queries, pool and relation slices) three ways, with bootstrap
 intervals: by the fused embedding (what the model serves), by the LLM's share alone
 `normalize(head(z * h))`, and by the image's share alone `normalize(head((1 - z) * v))`,
-and reports the mean norm of each share after the head. If a share alone ranks its
-relation well and the sum does not, the signal is there and is lost in the sum.
+and reports the mean norm of each share of the multimodal embedding after the head. If a
+share alone ranks its relation well and the sum does not, the signal is there and is
+lost in the sum.
 
     python benchmarks/fusion_parts.py --out bench_out/quality-synth \
         --run bench_out/quality-synth/runs/notellm2
@@ -22,7 +23,6 @@ import types
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from quality import quality_eval_set  # the sibling script (benchmarks/ is on sys.path)
 from rich.console import Console
@@ -55,15 +55,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = embedder.model
     if model.fusion is None:
         p.error(f"{args.run} has no late fusion (variant {model.config.variant!r})")
-    norms: dict[str, list[float]] = {"llm share": [], "image share": []}
+    # Per-note norms after the head, summed over the fused pass. With mICL the model fuses
+    # twice per forward, the multimodal state first and then the visual one; only the
+    # first call is the served embedding, so a pre-hook counts the calls per forward.
+    norm_sums = {"llm share": 0.0, "image share": 0.0}
+    counted = {"notes": 0, "calls": 0}
+    model.register_forward_pre_hook(lambda _module, _args: counted.update(calls=0))
 
     def fusion_forward(share: str) -> Any:
         def forward(self: Any, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             llm_share, image_share, z = self.shares(h, v)
             parts = {"llm share": llm_share, "image share": image_share}
-            for name, x in parts.items():
-                y = model.head(x) if model.head is not None else x
-                norms[name].append(float(y.norm(dim=-1).mean()))
+            if share == "fused" and counted["calls"] == 0:
+                for name, x in parts.items():
+                    y = model.head(x) if model.head is not None else x
+                    norm_sums[name] += float(y.norm(dim=-1).sum())
+                counted["notes"] += h.shape[0]
+            counted["calls"] += 1
             return {"fused": llm_share + image_share, **parts}[share], z
 
         return forward
@@ -81,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             },
         }
         console.print(share, json.dumps(results[share]))
-    results["norm_after_head"] = {k: round(float(np.mean(v)), 2) for k, v in norms.items()}
+    results["norm_after_head"] = {k: round(v / counted["notes"], 2) for k, v in norm_sums.items()}
     console.print("mean norm after the head:", results["norm_after_head"])
     target = args.run / "fusion_parts.json" if args.run.is_dir() else Path("fusion_parts.json")
     write_json_atomic(target, results)
