@@ -39,6 +39,12 @@ comparisons (the same test queries), e.g. the same variant at another budget:
 
     python benchmarks/quality.py --steps 240 --variants text-only,notellm2 \
         --add notellm2@60=bench_out/quality-emoji-60/runs/notellm2
+
+One run is one draw of the experiment: one simulated log, one split, one training run
+per variant, and its intervals hold only the query sampling. `--seed S` draws all of
+them anew; `benchmarks/quality_replicates.py` pools several such runs (their
+results.json hold every method's per-query values) into intervals over all their
+queries and over the replicates.
 """
 
 from __future__ import annotations
@@ -388,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "bootstrap": {"resamples": boot.resamples, "confidence": boot.confidence, "seed": boot.seed},
         "methods": {name: {k: v for k, v in m.items() if k != "per_query"} for name, m in methods.items()},
         "differences": diffs,
+        "per_query": per_query_record(methods, es),
         "seconds": round(time.perf_counter() - t_start, 1),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
@@ -396,6 +403,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     console.print(methods_table(results))
     console.print(differences_table(results))
     return results
+
+
+def per_query_record(methods: dict[str, dict[str, Any]], es: EvalSet) -> dict[str, Any]:
+    """Every method's per-query values, the query ids and the slice masks: what
+    `benchmarks/quality_replicates.py` pools over replicates."""
+    return {
+        "query_ids": [q["note_id"] for q in es.queries],
+        "slices": {name: mask.astype(bool).tolist() for name, mask in es.slices.items()},
+        "methods": {
+            name: {k: np.asarray(v, dtype=np.float64).round(6).tolist() for k, v in m["per_query"].items()}
+            for name, m in methods.items()
+        },
+    }
 
 
 # --- tables ---------------------------------------------------------------------------

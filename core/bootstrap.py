@@ -12,14 +12,26 @@ percentiles of the resampled means (the percentile bootstrap).
   comparing two separate intervals, because most of the query-to-query variance is
   shared by the two methods.
 
+- `pooled_intervals(groups)` / `pooled_paired_intervals(a, b)`: the same over several
+  independent replicates of an experiment (each its own data, split and training run):
+  the estimate is the mean of the replicates' means, and each resample draws queries
+  within every replicate separately (a stratified bootstrap). Like the intervals above
+  it is conditional on the trained models (it resamples queries, not training runs),
+  and with R replicates it is about 1/sqrt(R) as wide.
+- `replicate_interval(means)`: the Student-t interval of the mean over replicates, from
+  the spread of the replicates' own means. It holds what a query bootstrap cannot: how
+  much another training run and split would move the result. With few replicates it is
+  wide (t at R - 1 degrees of freedom).
+
 Resampling is deterministic: the draws depend only on `Bootstrap.seed` and the number of
 queries, so every method (and both sides of a difference) sees the same resamples.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -116,3 +128,94 @@ def paired_intervals(
                 f"metric {k!r}: {len(a[k])} and {len(b[k])} queries; a paired interval needs the same"
             )
     return intervals({k: np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64) for k in shared}, boot)
+
+
+def _group_seed(seed: int, group: int) -> int:
+    """An independent, deterministic resampling seed for replicate `group`."""
+    return int(np.random.SeedSequence([seed, group]).generate_state(1)[0])
+
+
+def pooled_intervals(
+    groups: Sequence[Mapping[str, np.ndarray]], boot: Bootstrap | None = None
+) -> dict[str, Interval]:
+    """Per metric every group has, the mean of the groups' means and its stratified
+    bootstrap interval: each resample draws queries within each group separately.
+
+    `groups`: one mapping per replicate, metric name -> (Q_g,) per-query values (Q_g may
+    differ between groups). A group with no queries for a metric is left out of it. With
+    one group this is `intervals`.
+    """
+    boot = boot or Bootstrap()
+    names = [k for k in (groups[0] if groups else {}) if all(k in g for g in groups)]
+    out: dict[str, Interval] = {}
+    for k in names:
+        rows = [np.asarray(g[k], dtype=np.float64) for g in groups]
+        kept = [(i, v) for i, v in enumerate(rows) if len(v)]
+        if not kept:
+            out[k] = Interval(float("nan"), float("nan"), float("nan"))
+            continue
+        seeds = [boot.seed] if len(groups) == 1 else [_group_seed(boot.seed, i) for i, _ in kept]
+        means = np.mean(
+            [resampled_means(v, replace(boot, seed=s))[0] for (_, v), s in zip(kept, seeds, strict=True)],
+            axis=0,
+        )
+        estimate = float(np.mean([v.mean() for _, v in kept]))
+        out[k] = _interval(estimate, means, boot.confidence)
+    return out
+
+
+def pooled_paired_intervals(
+    a: Sequence[Mapping[str, np.ndarray]],
+    b: Sequence[Mapping[str, np.ndarray]],
+    boot: Bootstrap | None = None,
+) -> dict[str, Interval]:
+    """`pooled_intervals` of the per-query differences a - b: `a[g]` and `b[g]` are two
+    methods' values on replicate g's queries, in the same order."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} and {len(b)} replicates; a paired interval needs the same")
+    diffs = []
+    for g, (ga, gb) in enumerate(zip(a, b, strict=True)):
+        shared = [k for k in ga if k in gb]
+        for k in shared:
+            if len(ga[k]) != len(gb[k]):
+                raise ValueError(
+                    f"replicate {g}, metric {k!r}: {len(ga[k])} and {len(gb[k])} queries; "
+                    "a paired interval needs the same"
+                )
+        diffs.append({k: np.asarray(ga[k], np.float64) - np.asarray(gb[k], np.float64) for k in shared})
+    return pooled_intervals(diffs, boot)
+
+
+def student_t_quantile(p: float, df: int) -> float:
+    """The p-quantile of Student's t with `df` degrees of freedom (numerical, to ~1e-6)."""
+    if not 0.0 < p < 1.0 or df < 1:
+        raise ValueError(f"student_t_quantile needs 0 < p < 1 and df >= 1, got p={p}, df={df}")
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x: float) -> float:  # Simpson's rule on the density from 0 to x, by symmetry
+        n = 2000
+        grid = np.linspace(0.0, abs(x), n + 1)
+        dens = np.exp(log_norm - (df + 1) / 2 * np.log1p(grid**2 / df))
+        area = (abs(x) / n / 3) * (dens[0] + dens[-1] + 4 * dens[1:-1:2].sum() + 2 * dens[2:-1:2].sum())
+        return 0.5 + math.copysign(area, x)
+
+    low, high = -1.0, 1.0
+    while cdf(low) > p:
+        low *= 2
+    while cdf(high) < p:
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < p else (low, mid)
+    return (low + high) / 2
+
+
+def replicate_interval(means: Sequence[float], confidence: float = 0.95) -> Interval:
+    """The mean of R >= 2 replicate values and its Student-t interval (R - 1 degrees of
+    freedom): mean +- t * sd / sqrt(R)."""
+    values = np.asarray(means, dtype=np.float64)
+    if len(values) < 2:
+        raise ValueError(f"a replicate interval needs at least 2 replicates, got {len(values)}")
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    half = student_t_quantile(0.5 + confidence / 2, len(values) - 1) * sd / math.sqrt(len(values))
+    return Interval(mean, mean - half, mean + half)

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.bootstrap import Bootstrap, Interval, intervals, paired_intervals, resampled_means
+from core.bootstrap import (
+    Bootstrap,
+    Interval,
+    intervals,
+    paired_intervals,
+    pooled_intervals,
+    pooled_paired_intervals,
+    replicate_interval,
+    resampled_means,
+    student_t_quantile,
+)
 
 
 def test_interval_covers_a_known_recall_about_95_percent_of_the_time() -> None:
@@ -67,3 +77,79 @@ def test_interval_helpers_and_errors() -> None:
         Bootstrap(confidence=1.5)
     empty = intervals({"mrr": np.zeros(0)})["mrr"]
     assert np.isnan(empty.low) and np.isnan(empty.high)
+
+
+def test_pooled_interval_covers_a_known_difference_across_replicates() -> None:
+    """Four replicates, each its own queries: method A hits when a query's difficulty
+    u < 0.5, B when u < 0.46, so the difference is 0.04. Pooled over the four, the paired
+    interval covers 0.04 about 95% of the time and is about half as wide as one
+    replicate's."""
+    rng = np.random.default_rng(4)
+    boot = Bootstrap(resamples=400, seed=5)
+    covered, ratio = 0, []
+    for _ in range(150):
+        a, b = [], []
+        for n in (300, 350, 320, 380):  # replicates need not have the same number of queries
+            u = rng.random(n)
+            a.append({"recall@10": (u < 0.5).astype(float)})
+            b.append({"recall@10": (u < 0.46).astype(float)})
+        pooled = pooled_paired_intervals(a, b, boot)["recall@10"]
+        single = paired_intervals(a[0], b[0], boot)["recall@10"]
+        means = [g["recall@10"].mean() - h["recall@10"].mean() for g, h in zip(a, b, strict=True)]
+        assert pooled.estimate == pytest.approx(np.mean(means))  # equal weight per replicate
+        covered += pooled.low <= 0.04 <= pooled.high
+        ratio.append((pooled.high - pooled.low) / (single.high - single.low))
+    assert 0.9 <= covered / 150 <= 0.99
+    assert 0.4 <= float(np.median(ratio)) <= 0.6
+
+
+def test_pooled_interval_of_one_replicate_is_the_plain_interval_and_errors() -> None:
+    values = {"mrr": np.random.default_rng(0).random(60), "recall@10": np.ones(60)}
+    boot = Bootstrap(resamples=200, seed=9)
+    one, plain = pooled_intervals([values], boot), intervals(values, boot)
+    for k in values:
+        assert one[k].to_dict() == pytest.approx(plain[k].to_dict())
+    # A metric missing from one replicate is not pooled; an empty slice is left out.
+    pooled = pooled_intervals([values, {"mrr": np.zeros(0)}], boot)
+    assert list(pooled) == ["mrr"] and pooled["mrr"].estimate == pytest.approx(values["mrr"].mean())
+    with pytest.raises(ValueError, match="replicates"):
+        pooled_paired_intervals([values], [values, values])
+    with pytest.raises(ValueError, match="replicate 0"):
+        pooled_paired_intervals([{"mrr": np.ones(3)}], [{"mrr": np.ones(4)}])
+
+
+def test_replicate_interval_holds_the_run_to_run_variance() -> None:
+    """Each replicate's difference is 0.04 plus training-run luck N(0, 0.01) that no
+    query resampling sees: the query-pooled interval misses 0.04 far more than 5% of the
+    time, the Student-t interval over the five replicates' means covers it about 95%."""
+    rng = np.random.default_rng(6)
+    boot = Bootstrap(resamples=300, seed=7)
+    pooled_cover, t_cover = 0, 0
+    for _ in range(150):
+        a, b = [], []
+        for _ in range(5):
+            u = rng.random(400)
+            a.append({"recall@10": (u < 0.5 + rng.normal(0, 0.01)).astype(float)})
+            b.append({"recall@10": (u < 0.46).astype(float)})
+        pooled = pooled_paired_intervals(a, b, boot)["recall@10"]
+        t = replicate_interval(
+            [g["recall@10"].mean() - h["recall@10"].mean() for g, h in zip(a, b, strict=True)]
+        )
+        assert t.estimate == pytest.approx(pooled.estimate)
+        pooled_cover += pooled.low <= 0.04 <= pooled.high
+        t_cover += t.low <= 0.04 <= t.high
+    assert pooled_cover / 150 < 0.85
+    assert 0.89 <= t_cover / 150 <= 0.99
+
+
+def test_student_t_quantiles_match_the_tables() -> None:
+    # Two-sided 95%: 12.706 (1 df), 2.776 (4), 2.228 (10), 1.984 (100); and symmetry.
+    for df, q in ((1, 12.706), (4, 2.776), (10, 2.228), (100, 1.984)):
+        assert student_t_quantile(0.975, df) == pytest.approx(q, abs=2e-3)
+    assert student_t_quantile(0.025, 4) == pytest.approx(-student_t_quantile(0.975, 4), abs=1e-6)
+    iv = replicate_interval([0.1, 0.2, 0.3])  # mean 0.2, sd 0.1, t(2) = 4.303
+    assert iv.estimate == pytest.approx(0.2) and iv.high - iv.estimate == pytest.approx(
+        4.303 * 0.1 / 3**0.5, abs=1e-3
+    )
+    with pytest.raises(ValueError, match="at least 2"):
+        replicate_interval([0.1])

@@ -1,0 +1,288 @@
+"""Pool several replicates of the quality benchmark: is a difference real across runs?
+
+One `benchmarks/quality.py` run is one draw of the experiment: one simulated log, one
+split of the notes, one training run per variant. Its intervals hold only which test
+queries the split happened to hold. With effects of a point or two of Recall@10 and
+~500 test queries, one draw cannot separate the variants, and it cannot say how much
+another training run would move them. Replicates, each a `quality.py --seed S` run with
+its own log, split and training runs, answer both:
+
+- **pooled**: every metric as the mean of the replicates' means, with a stratified
+  bootstrap over queries (each resample draws queries within every replicate), and
+  the reference method minus each other method with the paired version of it. Like a
+  single run's intervals it is conditional on the trained models; with R replicates it
+  is about 1/sqrt(R) as wide.
+- **across replicates**: the Student-t interval of the replicates' Recall@10 (and of
+  the reference's paired difference), from their spread: it holds the run-to-run and
+  split-to-split variance too, at R - 1 degrees of freedom (wide for few replicates).
+- every replicate's own value, and in how many replicates the reference came out ahead.
+
+Only methods present in every replicate are pooled (a replicate may hold more).
+
+    for s in 0 1 2 3 4; do
+        python benchmarks/quality.py --seed $s --out bench_out/quality-emoji-s$s \\
+            --variants text-only,basic,notellm2 --no-blank
+    done
+    python benchmarks/quality_replicates.py bench_out/quality-emoji-s{0,1,2,3,4} \\
+        --out bench_out/quality-emoji-replicates
+
+Writes OUT/results.json and OUT/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from core.bootstrap import Bootstrap, pooled_intervals, pooled_paired_intervals, replicate_interval
+from core.errors import UserError
+from core.io import atomic_path, write_json_atomic
+from retriever.report import excludes_zero, with_interval
+
+METRICS = (("recall@10", "R@10"), ("recall@100", "R@100"), ("mrr", "MRR"))
+SLICES = (("relation=text", "text R@10"), ("relation=image", "image R@10"), ("relation=both", "both R@10"))
+
+
+def load_replicate(path: Path) -> dict[str, Any]:
+    """A finished quality run's results.json (the run directory or the file itself)."""
+    file = path / "results.json" if path.is_dir() else path
+    if not file.exists():
+        raise UserError(f"{file} not found: run benchmarks/quality.py --out {path} first")
+    results = json.loads(file.read_text())
+    if "per_query" not in results:
+        raise UserError(
+            f"{file} has no per-query values (written by an older quality.py); re-run "
+            f"benchmarks/quality.py with the same --out, --seed and --variants (its cached "
+            "evaluations make that quick)"
+        )
+    results["path"] = str(path)
+    return results
+
+
+def _values(replicate: dict[str, Any], method: str, slice_name: str | None = None) -> dict[str, np.ndarray]:
+    per_query = replicate["per_query"]
+    values = {k: np.asarray(v, dtype=np.float64) for k, v in per_query["methods"][method].items()}
+    if slice_name is None:
+        return values
+    mask = np.asarray(per_query["slices"].get(slice_name, [False] * len(per_query["query_ids"])), dtype=bool)
+    return {k: v[mask] for k, v in values.items()}
+
+
+def _seed(replicate: dict[str, Any]) -> str:
+    return str(replicate.get("args", {}).get("seed", "?"))
+
+
+def pool(replicates: list[dict[str, Any]], reference: str, boot: Bootstrap) -> dict[str, Any]:
+    """The pooled results of `replicates` (each a quality run's results.json)."""
+    if len(replicates) < 2:
+        raise UserError(f"pooling needs at least 2 replicates, got {len(replicates)}")
+    seeds = [_seed(r) for r in replicates]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(
+            f"replicates share --seed {', '.join(repeated)}: they are the same draw of the data and "
+            "split, not independent replicates; make each with its own quality.py --seed"
+        )
+    datasets = sorted({str(r.get("data")) for r in replicates})
+    if len(datasets) > 1:
+        raise UserError(
+            f"replicates come from different datasets ({', '.join(datasets)}); pool one at a time"
+        )
+    names = [
+        m
+        for m in replicates[0]["per_query"]["methods"]
+        if all(m in r["per_query"]["methods"] for r in replicates)
+    ]
+    if reference not in names:
+        raise UserError(
+            f"--reference {reference!r} is not in every replicate; "
+            f"methods in all: {', '.join(names) or 'none'}"
+        )
+    methods: dict[str, Any] = {}
+    for name in names:
+        groups = [_values(r, name) for r in replicates]
+        per_replicate = [float(g["recall@10"].mean()) for g in groups]
+        methods[name] = {
+            "metrics": {k: iv.to_dict() for k, iv in pooled_intervals(groups, boot).items()},
+            "slices": {
+                s: pooled_intervals([_values(r, name, s) for r in replicates], boot)["recall@10"].to_dict()
+                for s, _ in SLICES
+            },
+            "per_replicate_recall@10": per_replicate,
+            "across_replicates_recall@10": replicate_interval(per_replicate, boot.confidence).to_dict(),
+        }
+    differences: dict[str, Any] = {}
+    for name in names:
+        if name == reference:
+            continue
+        a = [_values(r, reference) for r in replicates]
+        b = [_values(r, name) for r in replicates]
+        per_replicate = [
+            float(x["recall@10"].mean() - y["recall@10"].mean()) for x, y in zip(a, b, strict=True)
+        ]
+        differences[name] = {
+            "metrics": {k: iv.to_dict() for k, iv in pooled_paired_intervals(a, b, boot).items()},
+            "slices": {
+                s: pooled_paired_intervals(
+                    [_values(r, reference, s) for r in replicates],
+                    [_values(r, name, s) for r in replicates],
+                    boot,
+                )["recall@10"].to_dict()
+                for s, _ in SLICES
+            },
+            "per_replicate_recall@10": per_replicate,
+            "across_replicates_recall@10": replicate_interval(per_replicate, boot.confidence).to_dict(),
+            "reference_ahead": sum(d > 0 for d in per_replicate),
+        }
+    return {
+        "data": datasets[0],
+        "replicates": [
+            {"path": r["path"], "seed": _seed(r), "queries": r["queries"], "pool": r["pool"]}
+            for r in replicates
+        ],
+        "queries": sum(int(r["queries"]) for r in replicates),
+        "left_out": sorted({m for r in replicates for m in r["per_query"]["methods"]} - set(names)),
+        "reference": reference,
+        "bootstrap": {"resamples": boot.resamples, "confidence": boot.confidence, "seed": boot.seed},
+        "methods": methods,
+        "differences": differences,
+    }
+
+
+# --- tables ---------------------------------------------------------------------------
+
+
+def _values_text(values: list[float], signed: bool = False) -> str:
+    return " / ".join(("{:+.3f}" if signed else "{:.3f}").format(v) for v in values)
+
+
+def method_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["method", *(f"{t} pooled" for _, t in METRICS), *(t for _, t in SLICES)]
+    head += ["R@10 across replicates (t)", "R@10 per replicate"]
+    rows = []
+    for name, m in results["methods"].items():
+        row = [name]
+        row += [with_interval(m["metrics"][k]["estimate"], m["metrics"][k]) for k, _ in METRICS]
+        row += [with_interval(m["slices"][s]["estimate"], m["slices"][s]) for s, _ in SLICES]
+        t = m["across_replicates_recall@10"]
+        row += [with_interval(t["estimate"], t), _values_text(m["per_replicate_recall@10"])]
+        rows.append(row)
+    return head, rows
+
+
+def difference_rows(results: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Reference - method: each cell's text and whether its interval excludes 0."""
+    ref, n = results["reference"], len(results["replicates"])
+    head = [f"{ref} − method", *(f"{t} pooled" for _, t in METRICS), *(t for _, t in SLICES)]
+    head += ["R@10 across replicates (t)", "R@10 per replicate", "ahead in"]
+    rows = []
+    for name, d in results["differences"].items():
+        row: list[tuple[str, bool]] = [(name, False)]
+        for iv in [*(d["metrics"][k] for k, _ in METRICS), *(d["slices"][s] for s, _ in SLICES)]:
+            row.append((with_interval(iv["estimate"], iv, True), excludes_zero(iv)))
+        t = d["across_replicates_recall@10"]
+        row.append((with_interval(t["estimate"], t, True), excludes_zero(t)))
+        row.append((_values_text(d["per_replicate_recall@10"], True), False))
+        row.append((f"{d['reference_ahead']}/{n}", False))
+        rows.append(row)
+    return head, rows
+
+
+def _title(results: dict[str, Any]) -> str:
+    reps = results["replicates"]
+    return (
+        f"quality on {results['data']}, {len(reps)} replicates (seeds "
+        f"{', '.join(r['seed'] for r in reps)}; {' + '.join(str(r['queries']) for r in reps)} = "
+        f"{results['queries']} test queries); {results['bootstrap']['confidence']:.0%} intervals"
+    )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    head, rows = method_rows(results)
+    lines = [
+        "# Quality benchmark, pooled over replicates",
+        "",
+        f"{_title(results)}. Each replicate is a `benchmarks/quality.py --seed S` run: its own simulated "
+        "log, split and training runs. *Pooled*: the mean of the replicates' means, with a stratified "
+        "bootstrap over queries (conditional on the trained models). *Across replicates (t)*: the "
+        "Student-t interval from the replicates' spread, which also holds run-to-run variance.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+    if results["left_out"]:
+        lines += ["", f"Not in every replicate, so not pooled: {', '.join(results['left_out'])}."]
+    head, drows = difference_rows(results)
+    lines += [
+        "",
+        f"## {results['reference']} minus each method",
+        "",
+        "Paired intervals (the same resampled queries for both methods); **bold \\*** = the interval "
+        "excludes 0.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---" * len(head) + "|",
+    ]
+    for r in drows:
+        lines.append("| " + " | ".join(f"**{t} \\***" if real else t for t, real in r) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def console_tables(results: dict[str, Any]) -> list[Table]:
+    tables = []
+    for rows_of, title in (
+        (method_rows, _title(results)),
+        (difference_rows, f"{results['reference']} minus each method, paired"),
+    ):
+        head, rows = rows_of(results)
+        t = Table(title=escape(title))
+        for i, h in enumerate(head):
+            t.add_column(h, justify="left" if i == 0 else "right")
+        for row in rows:
+            cells = [c if isinstance(c, str) else (f"[green]{c[0]} *[/]" if c[1] else c[0]) for c in row]
+            t.add_row(*cells)
+        tables.append(t)
+    return tables
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "replicates", nargs="+", type=Path, help="quality.py --out directories (or their results.json)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="default: bench_out/quality-DATA-replicates")
+    p.add_argument("--reference", default="notellm2", help="the method every other is compared with")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the queries")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    args = p.parse_args(argv)
+    console = Console()
+    t0 = time.perf_counter()
+    try:
+        replicates = [load_replicate(path) for path in args.replicates]
+        results = pool(replicates, args.reference, Bootstrap(resamples=args.resamples, seed=args.seed))
+    except UserError as e:
+        console.print(f"[red]{e}[/]")
+        raise SystemExit(2) from None
+    out: Path = args.out or Path(f"bench_out/quality-{results['data']}-replicates")
+    out.mkdir(parents=True, exist_ok=True)
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    write_json_atomic(out / "results.json", results)
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(markdown(results))
+    for table in console_tables(results):
+        console.print(table)
+    console.print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

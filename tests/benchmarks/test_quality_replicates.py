@@ -1,0 +1,111 @@
+"""benchmarks/quality_replicates.py: pooling quality runs (their results.json) over replicates."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import quality_replicates as qr  # noqa: E402  (the script, from benchmarks/)
+
+from core.bootstrap import Bootstrap  # noqa: E402
+from core.errors import UserError  # noqa: E402
+
+
+def write_replicate(path: Path, seed: int, rates: dict[str, float], n: int = 300) -> dict[str, np.ndarray]:
+    """A quality run's results.json with per-query values: query difficulty u is shared,
+    a method hits when u < its rate (as `quality.py` writes them, via `per_query_record`)."""
+    rng = np.random.default_rng(seed)
+    u = rng.random(n)
+    relation = rng.choice(["text", "image", "both", "none"], n)
+    hits = {m: (u < r).astype(float) for m, r in rates.items()}
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(
+        json.dumps(
+            {
+                "data": "emoji",
+                "queries": n,
+                "pool": n + 50,
+                "args": {"seed": str(seed)},
+                "per_query": {
+                    "query_ids": [f"q{i}" for i in range(n)],
+                    "slices": {
+                        f"relation={r}": (relation == r).tolist() for r in ("text", "image", "both", "none")
+                    },
+                    "methods": {
+                        m: {"recall@10": h.tolist(), "recall@100": h.tolist(), "mrr": (h / 2).tolist()}
+                        for m, h in hits.items()
+                    },
+                },
+            }
+        )
+    )
+    return hits
+
+
+def test_pool_three_replicates(tmp_path: Path) -> None:
+    rates = {"bm25": 0.30, "text-only": 0.36, "notellm2": 0.40}
+    dirs = [tmp_path / f"s{s}" for s in range(3)]
+    hits = [
+        write_replicate(d, s, {**rates, **({"micl": 0.38} if s == 0 else {})}) for s, d in enumerate(dirs)
+    ]
+    results = qr.pool([qr.load_replicate(d) for d in dirs], "notellm2", Bootstrap(resamples=300, seed=1))
+    assert results["queries"] == 900 and results["left_out"] == ["micl"]  # micl is only in one replicate
+    assert list(results["methods"]) == ["bm25", "text-only", "notellm2"]
+    # The pooled estimate is the mean of the replicates' means; per-replicate values are kept.
+    means = [h["notellm2"].mean() for h in hits]
+    m = results["methods"]["notellm2"]
+    assert m["metrics"]["recall@10"]["estimate"] == pytest.approx(np.mean(means))
+    assert m["per_replicate_recall@10"] == pytest.approx(means)
+    # notellm2 hits on a superset of text-only's queries: every replicate ahead, interval above 0.
+    d = results["differences"]["text-only"]
+    assert d["reference_ahead"] == 3 and d["metrics"]["recall@10"]["low"] > 0
+    assert d["metrics"]["recall@10"]["estimate"] == pytest.approx(
+        np.mean([(h["notellm2"] - h["text-only"]).mean() for h in hits])
+    )
+    t = d["across_replicates_recall@10"]
+    assert t["low"] <= d["metrics"]["recall@10"]["estimate"] <= t["high"]
+    assert set(d["slices"]) == {"relation=text", "relation=image", "relation=both"}
+    md = qr.markdown(results)
+    assert "| text-only |" in md and "3/3" in md and "**+0.0" in md and "micl" in md
+
+
+def test_replicates_must_be_independent_draws(tmp_path: Path) -> None:
+    write_replicate(tmp_path / "a", 0, {"notellm2": 0.4, "basic": 0.35})
+    write_replicate(tmp_path / "b", 0, {"notellm2": 0.4, "basic": 0.35})
+    with pytest.raises(UserError, match="share --seed 0"):
+        qr.pool([qr.load_replicate(tmp_path / d) for d in "ab"], "notellm2", Bootstrap(resamples=50))
+    with pytest.raises(UserError, match="at least 2"):
+        qr.pool([qr.load_replicate(tmp_path / "a")], "notellm2", Bootstrap(resamples=50))
+    write_replicate(tmp_path / "c", 1, {"notellm2": 0.4, "basic": 0.35})
+    with pytest.raises(UserError, match="--reference 'micl'"):
+        qr.pool([qr.load_replicate(tmp_path / d) for d in "ac"], "micl", Bootstrap(resamples=50))
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.json").write_text(json.dumps({"data": "emoji", "queries": 3}))
+    with pytest.raises(UserError, match="no per-query values"):
+        qr.load_replicate(old)
+
+
+def test_cli_writes_its_tables_and_exits_2_on_a_missing_run(tmp_path: Path) -> None:
+    for s in range(2):
+        write_replicate(tmp_path / f"s{s}", s, {"basic": 0.3, "notellm2": 0.35}, n=120)
+    script = str(ROOT / "benchmarks" / "quality_replicates.py")
+    args = [sys.executable, script, str(tmp_path / "s0"), str(tmp_path / "s1"), "--resamples", "100"]
+    done = subprocess.run(
+        [*args, "--out", str(tmp_path / "pooled")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "pooled" / "results.json").read_text())["queries"] == 240
+    assert "basic" in (tmp_path / "pooled" / "results.md").read_text()
+    bad = subprocess.run(
+        [*args[:2], str(tmp_path / "nope"), str(tmp_path / "s1")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nope" in bad.stdout + bad.stderr
