@@ -62,7 +62,6 @@ import numpy as np
 import polars as pl
 import torch
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from core.bootstrap import Bootstrap
@@ -72,7 +71,14 @@ from core.io import write_json_atomic
 from pipeline.mine import mine_pairs, write_pairs
 from retriever.baselines import BlankedEmbedder, bm25_scorer, embedding_scorer, image_only_embedder
 from retriever.evaluate import EvalSet, build_eval_set, evaluate_embedder, evaluate_scores
-from retriever.report import excludes_zero, with_interval
+from retriever.report import (
+    excludes_zero,
+    markdown_table,
+    marked_difference,
+    rich_table,
+    styled_difference,
+    with_interval,
+)
 from retriever.runner import method_differences
 from train.embed import load_embedder
 from train.loop import TrainConfig, train
@@ -480,30 +486,17 @@ def _title(results: dict[str, Any]) -> str:
 
 
 def methods_table(results: dict[str, Any]) -> Table:
-    head, rows = method_rows(results)
-    t = Table(title=escape(_title(results)))
-    for i, h in enumerate(head):
-        t.add_column(h, justify="left" if i == 0 else "right")
-    for row in rows:
-        t.add_row(*row)
-    return t
+    return rich_table(_title(results), *method_rows(results))
 
 
 def differences_table(results: dict[str, Any]) -> Table:
     head, rows = difference_rows(results)
-    t = Table(
-        title=escape(f"{results['differences']['reference']} minus each method, paired intervals"),
+    return rich_table(
+        f"{results['differences']['reference']} minus each method, paired intervals",
+        head,
+        [[row[0][0], *(styled_difference(text, real) for text, real in row[1:])] for row in rows],
         caption="* and colour: the interval excludes 0 (green: reference better, red: worse)",
     )
-    for i, h in enumerate(head):
-        t.add_column(h, justify="left" if i == 0 else "right")
-    for row in rows:
-        cells = [row[0][0]]
-        for text, real in row[1:]:
-            colour = "green" if text.startswith("+") else "red"
-            cells.append(f"[{colour}]{text} *[/]" if real else text)
-        t.add_row(*cells)
-    return t
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -513,9 +506,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{_title(results)}; slice sizes {results['slice_sizes']}; {results['seconds']} s in all.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|---" * len(head) + "|",
-        *("| " + " | ".join(r) + " |" for r in rows),
+        *markdown_table(head, rows),
     ]
     head, drows = difference_rows(results)
     lines += [
@@ -525,12 +516,8 @@ def markdown(results: dict[str, Any]) -> str:
         "Paired 95% bootstrap intervals (the same resampled queries for both methods); "
         "**bold \\*** = the interval excludes 0, a difference these queries support.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|---" * len(head) + "|",
+        *markdown_table(head, [[r[0][0], *(marked_difference(t, real) for t, real in r[1:])] for r in drows]),
     ]
-    for r in drows:
-        cells = [r[0][0], *(f"**{t} \\***" if real else t for t, real in r[1:])]
-        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

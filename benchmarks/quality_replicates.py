@@ -39,13 +39,19 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from core.bootstrap import Bootstrap, pooled_intervals, pooled_paired_intervals, replicate_interval
 from core.errors import UserError
 from core.io import atomic_path, write_json_atomic
-from retriever.report import excludes_zero, with_interval
+from retriever.report import (
+    excludes_zero,
+    markdown_table,
+    marked_difference,
+    rich_table,
+    styled_difference,
+    with_interval,
+)
 
 METRICS = (("recall@10", "R@10"), ("recall@100", "R@100"), ("mrr", "MRR"))
 SLICES = (("relation=text", "text R@10"), ("relation=image", "image R@10"), ("relation=both", "both R@10"))
@@ -64,16 +70,24 @@ def load_replicate(path: Path) -> dict[str, Any]:
             "evaluations make that quick)"
         )
     results["path"] = str(path)
+    per_query = results["per_query"]
+    # Arrays once, here: pooling indexes them per method, slice and comparison.
+    per_query["methods"] = {
+        name: {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+        for name, values in per_query["methods"].items()
+    }
+    per_query["slices"] = {name: np.asarray(mask, dtype=bool) for name, mask in per_query["slices"].items()}
     return results
 
 
 def _values(replicate: dict[str, Any], method: str, slice_name: str | None = None) -> dict[str, np.ndarray]:
-    per_query = replicate["per_query"]
-    values = {k: np.asarray(v, dtype=np.float64) for k, v in per_query["methods"][method].items()}
+    """A method's per-query arrays in one replicate, over all its queries or one slice
+    (none of them when the replicate has no such slice)."""
+    values = replicate["per_query"]["methods"][method]
     if slice_name is None:
         return values
-    mask = np.asarray(per_query["slices"].get(slice_name, [False] * len(per_query["query_ids"])), dtype=bool)
-    return {k: v[mask] for k, v in values.items()}
+    mask = replicate["per_query"]["slices"].get(slice_name)
+    return {k: v[mask] if mask is not None else v[:0] for k, v in values.items()}
 
 
 def _seed(replicate: dict[str, Any]) -> str:
@@ -215,9 +229,7 @@ def markdown(results: dict[str, Any]) -> str:
         "bootstrap over queries (conditional on the trained models). *Across replicates (t)*: the "
         "Student-t interval from the replicates' spread, which also holds run-to-run variance.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|---" * len(head) + "|",
-        *("| " + " | ".join(r) + " |" for r in rows),
+        *markdown_table(head, rows),
     ]
     if results["left_out"]:
         lines += ["", f"Not in every replicate, so not pooled: {', '.join(results['left_out'])}."]
@@ -229,29 +241,22 @@ def markdown(results: dict[str, Any]) -> str:
         "Paired intervals (the same resampled queries for both methods); **bold \\*** = the interval "
         "excludes 0.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|---" * len(head) + "|",
+        *markdown_table(head, [[marked_difference(t, real) for t, real in r] for r in drows]),
     ]
-    for r in drows:
-        lines.append("| " + " | ".join(f"**{t} \\***" if real else t for t, real in r) + " |")
     return "\n".join(lines) + "\n"
 
 
 def console_tables(results: dict[str, Any]) -> list[Table]:
-    tables = []
-    for rows_of, title in (
-        (method_rows, _title(results)),
-        (difference_rows, f"{results['reference']} minus each method, paired"),
-    ):
-        head, rows = rows_of(results)
-        t = Table(title=escape(title))
-        for i, h in enumerate(head):
-            t.add_column(h, justify="left" if i == 0 else "right")
-        for row in rows:
-            cells = [c if isinstance(c, str) else (f"[green]{c[0]} *[/]" if c[1] else c[0]) for c in row]
-            t.add_row(*cells)
-        tables.append(t)
-    return tables
+    head, drows = difference_rows(results)
+    return [
+        rich_table(_title(results), *method_rows(results)),
+        rich_table(
+            f"{results['reference']} minus each method, paired",
+            head,
+            [[styled_difference(t, real) for t, real in r] for r in drows],
+            caption="* and colour: the interval excludes 0 (green: reference better, red: worse)",
+        ),
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from core.io import write_json_atomic
 from retriever.baselines import bm25_scorer, embedding_scorer, image_only_embedder
 from retriever.evaluate import EvalSet, evaluate_scores
 from retriever.oracles import ColourHistogramEmbedder, LabelEmbedder
-from retriever.report import with_interval
+from retriever.report import markdown_table, with_interval
 from train.loss import pair_contrastive_loss
 
 SLICES = ("relation=text", "relation=image", "relation=both", "relation=none")
@@ -171,10 +171,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['chance_recall@10']:.3f}); 95% bootstrap intervals over queries; the "
         "slice sizes are in the column titles.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *markdown_table(header, body),
     ]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines) + "\n"
 
 

@@ -127,7 +127,7 @@ def comparison_table(report: dict[str, Any]) -> Table:
     if diff_rows:
         table.add_section()
         for label, cells in diff_rows:
-            table.add_row(label, *[_styled(text, real) for text, real in cells])
+            table.add_row(label, *[styled_difference(text, real) for text, real in cells])
     if "bootstrap" in report:
         table.caption = escape(
             f"v [low, high] = {report['bootstrap']['confidence']:.0%} bootstrap interval over queries; "
@@ -136,10 +136,36 @@ def comparison_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def _styled(text: str, real: bool) -> str:
+def styled_difference(text: str, real: bool) -> str:
+    """A difference cell for the terminal: `real` (its interval excludes 0) marks it `*`,
+    green when the reference is better, red when worse."""
     if not real:
         return text
     return f"[green]{text} *[/]" if text.startswith("+") else f"[red]{text} *[/]"
+
+
+def marked_difference(text: str, real: bool) -> str:
+    """A difference cell for Markdown: bold with `*` when `real`."""
+    return f"**{text} \\***" if real else text
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a Markdown table: header, separator, one line per row."""
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def rich_table(title: str, head: list[str], rows: list[list[str]], caption: str | None = None) -> Table:
+    """A terminal table: the first column left-aligned, the rest right-aligned."""
+    table = Table(title=escape(title), caption=caption)
+    for i, h in enumerate(head):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _pool_words(report: dict[str, Any]) -> str:
@@ -182,9 +208,7 @@ def markdown(report: dict[str, Any]) -> str:
             "| --- | " + " | ".join("---:" for _ in names) + " |",
         ]
         for label, cells in diff_rows:
-            lines.append(
-                f"| {label} | " + " | ".join(f"**{t} \\***" if real else t for t, real in cells) + " |"
-            )
+            lines.append(f"| {label} | " + " | ".join(marked_difference(t, real) for t, real in cells) + " |")
     lines += ["", "## Protocol", ""]
     lines += [f"- {line}" for line in report.get("definitions", [])]
     anns = {n: m["ann"] for n, m in report["methods"].items() if "ann" in m}
