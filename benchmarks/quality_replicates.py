@@ -16,6 +16,9 @@ its own log, split and training runs, answer both:
   the reference's paired difference), from their spread: it holds the run-to-run and
   split-to-split variance too, at R - 1 degrees of freedom (wide for few replicates).
 - every replicate's own value, and in how many replicates the reference came out ahead.
+- **what each mechanism adds**: the same paired comparisons for the paper's ablation
+  (mICL and late fusion each over basic, notellm2 over each alone), or for any
+  `--pair A:B`.
 
 Only methods present in every replicate are pooled (a replicate may hold more).
 
@@ -55,6 +58,9 @@ from retriever.report import (
 
 METRICS = (("recall@10", "R@10"), ("recall@100", "R@100"), ("mrr", "MRR"))
 SLICES = (("relation=text", "text R@10"), ("relation=image", "image R@10"), ("relation=both", "both R@10"))
+# What each of NoteLLM-2's mechanisms adds (the paper's ablation): mICL and late fusion
+# each over the basic model, and the full method over each of them alone.
+ABLATIONS = (("micl", "basic"), ("late-fusion", "basic"), ("notellm2", "micl"), ("notellm2", "late-fusion"))
 
 
 def load_replicate(path: Path) -> dict[str, Any]:
@@ -94,8 +100,40 @@ def _seed(replicate: dict[str, Any]) -> str:
     return str(replicate.get("args", {}).get("seed", "?"))
 
 
-def pool(replicates: list[dict[str, Any]], reference: str, boot: Bootstrap) -> dict[str, Any]:
-    """The pooled results of `replicates` (each a quality run's results.json)."""
+def paired_difference(replicates: list[dict[str, Any]], a: str, b: str, boot: Bootstrap) -> dict[str, Any]:
+    """Method `a` minus method `b`, paired on the same queries: pooled over the replicates,
+    per slice, per replicate, across replicates (t), and in how many replicates `a` is ahead."""
+    xs = [_values(r, a) for r in replicates]
+    ys = [_values(r, b) for r in replicates]
+    per_replicate = [
+        float(x["recall@10"].mean() - y["recall@10"].mean()) for x, y in zip(xs, ys, strict=True)
+    ]
+    return {
+        "metrics": {k: iv.to_dict() for k, iv in pooled_paired_intervals(xs, ys, boot).items()},
+        "slices": {
+            s: pooled_paired_intervals(
+                [_values(r, a, s) for r in replicates], [_values(r, b, s) for r in replicates], boot
+            )["recall@10"].to_dict()
+            for s, _ in SLICES
+        },
+        "per_replicate_recall@10": per_replicate,
+        "across_replicates_recall@10": replicate_interval(per_replicate, boot.confidence).to_dict(),
+        "ahead": sum(d > 0 for d in per_replicate),
+    }
+
+
+def pool(
+    replicates: list[dict[str, Any]],
+    reference: str,
+    boot: Bootstrap,
+    pairs: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The pooled results of `replicates` (each a quality run's results.json).
+
+    `pairs` are extra (a, b) comparisons, a minus b; by default the paper's ablations
+    (ABLATIONS) among the methods every replicate holds."""
+    explicit_pairs = pairs is not None
+    pairs = list(ABLATIONS) if pairs is None else pairs
     if len(replicates) < 2:
         raise UserError(f"pooling needs at least 2 replicates, got {len(replicates)}")
     seeds = [_seed(r) for r in replicates]
@@ -133,29 +171,17 @@ def pool(replicates: list[dict[str, Any]], reference: str, boot: Bootstrap) -> d
             "per_replicate_recall@10": per_replicate,
             "across_replicates_recall@10": replicate_interval(per_replicate, boot.confidence).to_dict(),
         }
-    differences: dict[str, Any] = {}
-    for name in names:
-        if name == reference:
-            continue
-        a = [_values(r, reference) for r in replicates]
-        b = [_values(r, name) for r in replicates]
-        per_replicate = [
-            float(x["recall@10"].mean() - y["recall@10"].mean()) for x, y in zip(a, b, strict=True)
-        ]
-        differences[name] = {
-            "metrics": {k: iv.to_dict() for k, iv in pooled_paired_intervals(a, b, boot).items()},
-            "slices": {
-                s: pooled_paired_intervals(
-                    [_values(r, reference, s) for r in replicates],
-                    [_values(r, name, s) for r in replicates],
-                    boot,
-                )["recall@10"].to_dict()
-                for s, _ in SLICES
-            },
-            "per_replicate_recall@10": per_replicate,
-            "across_replicates_recall@10": replicate_interval(per_replicate, boot.confidence).to_dict(),
-            "reference_ahead": sum(d > 0 for d in per_replicate),
-        }
+    differences = {
+        name: paired_difference(replicates, reference, name, boot) for name in names if name != reference
+    }
+    missing = sorted({m for pair in pairs for m in pair} - set(names))
+    if missing and explicit_pairs:
+        raise UserError(
+            f"--pair names {', '.join(missing)}, not in every replicate; methods in all: {', '.join(names)}"
+        )
+    ablations = {
+        f"{a} − {b}": paired_difference(replicates, a, b, boot) for a, b in pairs if a in names and b in names
+    }
     return {
         "data": datasets[0],
         "replicates": [
@@ -168,6 +194,7 @@ def pool(replicates: list[dict[str, Any]], reference: str, boot: Bootstrap) -> d
         "bootstrap": {"resamples": boot.resamples, "confidence": boot.confidence, "seed": boot.seed},
         "methods": methods,
         "differences": differences,
+        "ablations": ablations,
     }
 
 
@@ -192,20 +219,24 @@ def method_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def difference_rows(results: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
-    """Reference - method: each cell's text and whether its interval excludes 0."""
-    ref, n = results["reference"], len(results["replicates"])
-    head = [f"{ref} − method", *(f"{t} pooled" for _, t in METRICS), *(t for _, t in SLICES)]
+def difference_rows(
+    results: dict[str, Any], key: str = "differences"
+) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Reference - method (`differences`) or the extra pairs (`ablations`): each cell's
+    text and whether its interval excludes 0."""
+    n = len(results["replicates"])
+    first = f"{results['reference']} − method" if key == "differences" else "difference"
+    head = [first, *(f"{t} pooled" for _, t in METRICS), *(t for _, t in SLICES)]
     head += ["R@10 across replicates (t)", "R@10 per replicate", "ahead in"]
     rows = []
-    for name, d in results["differences"].items():
+    for name, d in results.get(key, {}).items():
         row: list[tuple[str, bool]] = [(name, False)]
         for iv in [*(d["metrics"][k] for k, _ in METRICS), *(d["slices"][s] for s, _ in SLICES)]:
             row.append((with_interval(iv["estimate"], iv, True), excludes_zero(iv)))
         t = d["across_replicates_recall@10"]
         row.append((with_interval(t["estimate"], t, True), excludes_zero(t)))
         row.append((_values_text(d["per_replicate_recall@10"], True), False))
-        row.append((f"{d['reference_ahead']}/{n}", False))
+        row.append((f"{d['ahead']}/{n}", False))
         rows.append(row)
     return head, rows
 
@@ -243,20 +274,40 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *markdown_table(head, [[marked_difference(t, real) for t, real in r] for r in drows]),
     ]
+    if results.get("ablations"):
+        head, arows = difference_rows(results, "ablations")
+        lines += [
+            "",
+            "## What each mechanism adds",
+            "",
+            "The paper's ablation: mICL and late fusion each over the basic model, and the full method "
+            "over each alone. Paired as above; *ahead in*: replicates where the first method is ahead.",
+            "",
+            *markdown_table(head, [[marked_difference(t, real) for t, real in r] for r in arows]),
+        ]
     return "\n".join(lines) + "\n"
 
 
 def console_tables(results: dict[str, Any]) -> list[Table]:
-    head, drows = difference_rows(results)
-    return [
-        rich_table(_title(results), *method_rows(results)),
-        rich_table(
-            f"{results['reference']} minus each method, paired",
-            head,
-            [[styled_difference(t, real) for t, real in r] for r in drows],
-            caption="* and colour: the interval excludes 0 (green: reference better, red: worse)",
-        ),
-    ]
+    caption = "* and colour: the interval excludes 0 (green: the first better, red: worse)"
+    tables = [rich_table(_title(results), *method_rows(results))]
+    for key, title in (
+        ("differences", f"{results['reference']} minus each method, paired"),
+        ("ablations", "what each mechanism adds, paired"),
+    ):
+        head, rows = difference_rows(results, key)
+        if rows:
+            styled = [[styled_difference(t, real) for t, real in r] for r in rows]
+            tables.append(rich_table(title, head, styled, caption=caption))
+    return tables
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """'A:B' -> (A, B); method names hold hyphens, so the separator is a colon."""
+    a, sep, b = text.partition(":")
+    if not sep or not a or not b or a == b:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected two different methods as A:B, e.g. micl:basic")
+    return a, b
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -266,6 +317,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--out", type=Path, default=None, help="default: bench_out/quality-DATA-replicates")
     p.add_argument("--reference", default="notellm2", help="the method every other is compared with")
+    p.add_argument(
+        "--pair",
+        action="append",
+        type=parse_pair,
+        default=None,
+        metavar="A:B",
+        help="also compare method A minus method B (repeatable); default: the paper's ablations "
+        "(micl:basic, late-fusion:basic, notellm2:micl, notellm2:late-fusion) among the pooled methods",
+    )
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the queries")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = p.parse_args(argv)
@@ -273,7 +333,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         replicates = [load_replicate(path) for path in args.replicates]
-        results = pool(replicates, args.reference, Bootstrap(resamples=args.resamples, seed=args.seed))
+        boot = Bootstrap(resamples=args.resamples, seed=args.seed)
+        results = pool(replicates, args.reference, boot, args.pair)
     except UserError as e:
         console.print(f"[red]{e}[/]")
         raise SystemExit(2) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_pool_three_replicates(tmp_path: Path) -> None:
     assert m["per_replicate_recall@10"] == pytest.approx(means)
     # notellm2 hits on a superset of text-only's queries: every replicate ahead, interval above 0.
     d = results["differences"]["text-only"]
-    assert d["reference_ahead"] == 3 and d["metrics"]["recall@10"]["low"] > 0
+    assert d["ahead"] == 3 and d["metrics"]["recall@10"]["low"] > 0
     assert d["metrics"]["recall@10"]["estimate"] == pytest.approx(
         np.mean([(h["notellm2"] - h["text-only"]).mean() for h in hits])
     )
@@ -75,6 +76,38 @@ def test_pool_three_replicates(tmp_path: Path) -> None:
     assert set(d["slices"]) == {"relation=text", "relation=image", "relation=both"}
     md = qr.markdown(results)
     assert "| text-only |" in md and "3/3" in md and "**+0.0" in md and "micl" in md
+
+
+def test_ablation_pairs(tmp_path: Path) -> None:
+    rates = {"basic": 0.30, "micl": 0.34, "late-fusion": 0.31, "notellm2": 0.36}
+    dirs = [tmp_path / f"s{s}" for s in range(2)]
+    hits = [write_replicate(d, s, rates) for s, d in enumerate(dirs)]
+    replicates = [qr.load_replicate(d) for d in dirs]
+    boot = Bootstrap(resamples=200, seed=3)
+    # By default: the paper's four ablations, each method A minus method B, paired.
+    results = qr.pool(replicates, "notellm2", boot)
+    assert list(results["ablations"]) == [f"{a} − {b}" for a, b in qr.ABLATIONS]
+    d = results["ablations"]["micl − basic"]
+    assert d["per_replicate_recall@10"] == pytest.approx([(h["micl"] - h["basic"]).mean() for h in hits])
+    assert d["ahead"] == 2 and d["metrics"]["recall@10"]["low"] > 0  # micl hits a superset of basic's
+    assert "## What each mechanism adds" in qr.markdown(results) and "| micl − basic |" in qr.markdown(
+        results
+    )
+    # Explicit pairs replace the default; one naming an unpooled method is an error, not a silent skip.
+    results = qr.pool(replicates, "notellm2", boot, [("late-fusion", "micl")])
+    assert list(results["ablations"]) == ["late-fusion − micl"]
+    assert results["ablations"]["late-fusion − micl"]["metrics"]["recall@10"]["high"] < 0
+    with pytest.raises(UserError, match="--pair names text-only"):
+        qr.pool(replicates, "notellm2", boot, [("text-only", "basic")])
+    # Without the ablation variants the default pairs are left out, and so is the section.
+    for s in range(2):
+        write_replicate(tmp_path / f"o{s}", s, {"basic": 0.3, "notellm2": 0.35})
+    plain = qr.pool([qr.load_replicate(tmp_path / f"o{s}") for s in range(2)], "notellm2", boot)
+    assert plain["ablations"] == {} and "What each mechanism adds" not in qr.markdown(plain)
+    assert qr.parse_pair("late-fusion:basic") == ("late-fusion", "basic")
+    for bad in ("micl", "micl:", "micl:micl"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            qr.parse_pair(bad)
 
 
 def test_replicates_must_be_independent_draws(tmp_path: Path) -> None:
@@ -109,3 +142,5 @@ def test_cli_writes_its_tables_and_exits_2_on_a_missing_run(tmp_path: Path) -> N
         [*args[:2], str(tmp_path / "nope"), str(tmp_path / "s1")], capture_output=True, text=True, cwd=ROOT
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "nope" in bad.stdout + bad.stderr
+    bad_pair = subprocess.run([*args, "--pair", "notellm2"], capture_output=True, text=True, cwd=ROOT)
+    assert bad_pair.returncode == 2 and "Traceback" not in bad_pair.stderr and "A:B" in bad_pair.stderr
