@@ -29,7 +29,7 @@ Only methods present in every replicate are pooled (a replicate may hold more).
     python benchmarks/quality_replicates.py bench_out/quality-emoji-s{0,1,2,3,4} \\
         --out bench_out/quality-emoji-replicates
 
-Writes OUT/results.json and OUT/results.md.
+Writes OUT/results.json, OUT/results.md and OUT/differences.png (a forest plot of the\ndifferences).
 """
 
 from __future__ import annotations
@@ -310,6 +310,39 @@ def parse_pair(text: str) -> tuple[str, str]:
     return a, b
 
 
+def plot_differences(results: dict[str, Any], path: Path) -> None:
+    """A forest plot of Recall@10 differences: per row the pooled paired interval (thick),
+    the across-replicate t-interval (thin) and each replicate's difference (dots)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(f"{results['reference']} − {name}", d) for name, d in results["differences"].items()]
+    rows += [(label, d) for label, d in results.get("ablations", {}).items() if label not in dict(rows)]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    for y, (_, d) in enumerate(reversed(rows)):
+        pooled, t = d["metrics"]["recall@10"], d["across_replicates_recall@10"]
+        colour = "tab:green" if pooled["low"] > 0 else "tab:red" if pooled["high"] < 0 else "tab:grey"
+        ax.plot([t["low"], t["high"]], [y, y], color=colour, linewidth=1, alpha=0.6)
+        ax.plot([pooled["low"], pooled["high"]], [y, y], color=colour, linewidth=5, solid_capstyle="butt")
+        ax.plot(pooled["estimate"], y, "|", color="black", markersize=12)
+        ax.plot(d["per_replicate_recall@10"], [y] * len(d["per_replicate_recall@10"]), ".", color="black")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)])
+    ax.set_xlabel("Recall@10 difference")
+    ax.set_title(
+        f"{results['data']}, {len(results['replicates'])} replicates, {results['queries']} queries\n"
+        "pooled paired 95% interval (thick), across replicates (thin), each replicate (dots)",
+        fontsize=9,
+    )
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -344,9 +377,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     write_json_atomic(out / "results.json", results)
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(markdown(results))
+    plot_differences(results, out / "differences.png")
     for table in console_tables(results):
         console.print(table)
-    console.print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+    console.print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'differences.png'}")
     return results
 
 

@@ -138,6 +138,7 @@ def test_cli_writes_its_tables_and_exits_2_on_a_missing_run(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "pooled" / "results.json").read_text())["queries"] == 240
     assert "basic" in (tmp_path / "pooled" / "results.md").read_text()
+    assert (tmp_path / "pooled" / "differences.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(
         [*args[:2], str(tmp_path / "nope"), str(tmp_path / "s1")], capture_output=True, text=True, cwd=ROOT
     )
