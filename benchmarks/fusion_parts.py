@@ -25,13 +25,12 @@ from typing import Any
 
 import torch
 from quality import quality_eval_set  # the sibling script (benchmarks/ is on sys.path)
-from rich.console import Console
 
 from core.bootstrap import Bootstrap
 from core.errors import UserError
 from core.io import write_json_atomic
 from retriever.evaluate import evaluate_embedder
-from retriever.report import with_interval
+from retriever.report import wide_console, with_interval
 from train.embed import load_embedder
 
 SHARES = ("fused", "llm share", "image share")
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--run", type=Path, required=True, help="a notellm2 or late-fusion run or checkpoint")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
-    console = Console()
+    console = wide_console()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = args.out / "data"

@@ -77,6 +77,7 @@ from retriever.report import (
     marked_difference,
     rich_table,
     styled_difference,
+    wide_console,
     with_interval,
 )
 from retriever.runner import method_differences
@@ -354,7 +355,7 @@ def quality_eval_set(out: Path) -> EvalSet:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    console = Console()
+    console = wide_console()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out: Path = args.out

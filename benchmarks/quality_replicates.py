@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 
 from core.bootstrap import Bootstrap, pooled_intervals, pooled_paired_intervals, replicate_interval
@@ -53,6 +52,7 @@ from retriever.report import (
     marked_difference,
     rich_table,
     styled_difference,
+    wide_console,
     with_interval,
 )
 
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the queries")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = p.parse_args(argv)
-    console = Console()
+    console = wide_console()
     t0 = time.perf_counter()
     try:
         replicates = [load_replicate(path) for path in args.replicates]

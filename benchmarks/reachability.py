@@ -45,7 +45,7 @@ from core.io import write_json_atomic
 from retriever.baselines import bm25_scorer, embedding_scorer, image_only_embedder
 from retriever.evaluate import EvalSet, evaluate_scores
 from retriever.oracles import ColourHistogramEmbedder, LabelEmbedder
-from retriever.report import markdown_table, with_interval
+from retriever.report import markdown_table, wide_console, with_interval
 from train.loss import pair_contrastive_loss
 
 SLICES = ("relation=text", "relation=image", "relation=both", "relation=none")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    console = Console()
+    console = wide_console()
     try:
         steps = sorted({int(s) for s in args.probe_steps.split(",")})
         if steps[0] < 1:

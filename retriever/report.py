@@ -11,15 +11,24 @@ stays out of report.json.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from core.io import atomic_path, write_json_atomic
 
 ROW_ORDER = ("recall@10", "recall@100", "recall@1000", "recall@10000", "recall@100000", "mrr", "ndcg@10")
+
+
+def wide_console(width: int = 200) -> Console:
+    """A console for wide result tables: the terminal's own width on a terminal, and
+    `width` columns when the output is piped or logged (rich's default there, 80
+    columns, wraps every interval onto several lines)."""
+    return Console() if sys.stdout.isatty() else Console(width=width)
 
 
 def _fmt(x: Any) -> str:
