@@ -29,7 +29,8 @@ Only methods present in every replicate are pooled (a replicate may hold more).
     python benchmarks/quality_replicates.py bench_out/quality-emoji-s{0,1,2,3,4} \\
         --out bench_out/quality-emoji-replicates
 
-Writes OUT/results.json, OUT/results.md and OUT/differences.png (a forest plot of the\ndifferences).
+Writes OUT/results.json, OUT/results.md and OUT/differences.png (a forest plot of the
+differences).
 """
 
 from __future__ import annotations
@@ -319,7 +320,8 @@ def plot_differences(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [(f"{results['reference']} − {name}", d) for name, d in results["differences"].items()]
-    rows += [(label, d) for label, d in results.get("ablations", {}).items() if label not in dict(rows)]
+    shown = {label for label, _ in rows}
+    rows += [(label, d) for label, d in results.get("ablations", {}).items() if label not in shown]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
     for y, (_, d) in enumerate(reversed(rows)):
         pooled, t = d["metrics"]["recall@10"], d["across_replicates_recall@10"]

@@ -168,39 +168,33 @@ class Cell:
         }
 
 
-def in_process(ws: Path, note_ids: list[str], queries: int, concurrency: int) -> Cell:
-    """`related` on one EdgeStore in this process from `concurrency` threads, each one
-    query after another (closed loop, like the HTTP clients): the store's own latency at
-    the same number of requests in flight, with no HTTP, JSON or event loop."""
+def in_process(store: EdgeStore, note_ids: list[str], queries: int, concurrency: int) -> Cell:
+    """`related` on one open EdgeStore in this process from `concurrency` threads, each
+    one query after another (closed loop, like the HTTP clients): the store's own latency
+    at the same number of requests in flight, with no HTTP, JSON or event loop."""
     cell = Cell("in-process EdgeStore related", concurrency)
     next_i = 0
     lock = threading.Lock()
-    with EdgeStore(ws / "qdrant" / "notes") as store:
-        warm = random.Random(0)
-        for _ in range(50):  # warm caches
-            related(store, warm.choice(note_ids), 10)
 
-        def worker(seed: int) -> None:
-            nonlocal next_i
-            rng = random.Random(seed)
-            while True:
-                with lock:
-                    if next_i >= queries:
-                        return
-                    next_i += 1
-                t = time.perf_counter()
-                related(store, rng.choice(note_ids), 10)
-                latency = time.perf_counter() - t
-                with lock:
-                    cell.latencies.append(latency)
+    def worker(seed: int) -> None:
+        nonlocal next_i
+        rng = random.Random(seed)
+        while True:
+            with lock:
+                if next_i >= queries:
+                    return
+                next_i += 1
+            t = time.perf_counter()
+            related(store, rng.choice(note_ids), 10)
+            cell.latencies.append(time.perf_counter() - t)  # list.append is atomic
 
-        threads = [threading.Thread(target=worker, args=(1 + w,)) for w in range(concurrency)]
-        t0 = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        cell.seconds = time.perf_counter() - t0
+    threads = [threading.Thread(target=worker, args=(1 + w,)) for w in range(concurrency)]
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cell.seconds = time.perf_counter() - t0
     return cell
 
 
@@ -415,7 +409,11 @@ def main() -> None:
 
     # Read path: the store alone, one process per query, then the server.
     levels = [int(c) for c in args.concurrency.split(",")]
-    base = {c: in_process(ws, note_ids, args.in_process_queries, c) for c in sorted({1, *levels})}
+    with EdgeStore(ws / "qdrant" / "notes") as store:  # closed before the server opens it
+        warm = random.Random(0)
+        for _ in range(50):  # warm caches
+            related(store, warm.choice(note_ids), 10)
+        base = {c: in_process(store, note_ids, args.in_process_queries, c) for c in sorted({1, *levels})}
     cli = cli_per_query(ws, note_ids, args.cli_queries, args.time_limit)
     server = Server(checkpoint, ws, log)
     get_cells = []

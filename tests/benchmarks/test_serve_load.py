@@ -25,7 +25,7 @@ def test_in_process_peer_answers_every_query_at_its_concurrency(tmp_path: Path, 
         store.create(CollectionMeta(model_id="bench", dim=16))
         store.upsert([point_id(t) for t in ids], vectors, [{"note_id": t, "title": t} for t in ids])
         store.flush()
-    cell = serve_load.in_process(tmp_path, ids, 57, concurrency)
+        cell = serve_load.in_process(store, ids, 57, concurrency)
     # Exactly the asked number of queries over all threads, each timed once.
     assert cell.done == 57 and cell.concurrency == concurrency and cell.errors == 0
     assert all(t > 0 for t in cell.latencies) and cell.seconds >= max(cell.latencies)
