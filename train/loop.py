@@ -3,7 +3,8 @@
     train(cfg) ─ setup: process group, data, model, AdamW, resume state
                └ for step in range(start, total):
                      train_step(...)   lr = schedule(step); grad_accum x [forward -> loss / grad_accum
-                                       -> backward]; clip -> AdamW step -> zero grad (train.step)
+                                       -> backward]; clip -> AdamW step -> zero grad (train.step);
+                                       LLM frozen for the first connector_warmup_steps
                      every log_every: metrics.jsonl train line, progress line
                      every val_every (and at the end): val loss + Recall@K, save last/ (+ best/)
 
@@ -233,6 +234,7 @@ def _train(
                 autocast=run.autocast,
                 clip=cfg.clip,
                 grad_accum=cfg.grad_accum,
+                freeze_llm=step < cfg.connector_warmup_steps,
             )
             window.add(out)
             done = step + 1

@@ -53,12 +53,16 @@ def train_step(
     autocast: contextlib.AbstractContextManager,
     clip: float | None,
     grad_accum: int = 1,
+    freeze_llm: bool = False,
 ) -> StepOutput:
     """One optimizer step over `grad_accum` micro-batches drawn from `batches`.
 
     `ddp_model` is `model` itself, or its `DistributedDataParallel` wrapper. Every
     parameter group's lr is set to `lr * group["lr_scale"]` (see `make_optimizer`).
     Batches are pulled one at a time, so data loading stays interleaved with compute.
+    `freeze_llm` (the connector warm-up): the LLM's gradients are dropped before
+    clipping, so AdamW leaves its weights and moments untouched (no decay either) and
+    the gradient norm is the new modules' own.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
@@ -82,10 +86,21 @@ def train_step(
         total += loss.detach() / grad_accum
         for key, value in parts.items():
             stats[key] = stats.get(key, 0) + value.float() / grad_accum
+    if freeze_llm:
+        drop_llm_grads(optimizer)
     grad_norm = clip_grad_norm(model, clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepOutput(total, grad_norm, tokens, stats)
+
+
+def drop_llm_grads(optimizer: torch.optim.Optimizer) -> None:
+    """Clear the gradients of the LLM's parameter groups: AdamW skips a parameter whose
+    gradient is None, so this step leaves the LLM exactly as it was."""
+    for group in optimizer.param_groups:
+        if group.get("llm", False):  # absent in checkpoints from before the warm-up
+            for p in group["params"]:
+                p.grad = None
 
 
 def forward_loss(
@@ -101,7 +116,8 @@ def make_optimizer(model: NoteLLM2, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over trainable parameters; no weight decay on biases, norms and the temperature.
 
     Each group carries `lr_scale`: 1 for the new modules, `llm_lr / lr` for the LLM's
-    own weights; `train_step` sets every group's lr to `lr_at(step) * lr_scale`.
+    own weights; `train_step` sets every group's lr to `lr_at(step) * lr_scale`. `llm`
+    marks the LLM's groups (the connector warm-up freezes them).
     """
     llm_params = {id(p) for p in model.llm.parameters()}
     llm_scale = (cfg.llm_lr / cfg.lr) if cfg.llm_lr is not None else 1.0
@@ -114,6 +130,7 @@ def make_optimizer(model: NoteLLM2, cfg: TrainConfig) -> torch.optim.AdamW:
             "params": params,
             "weight_decay": cfg.weight_decay if decays else 0.0,
             "lr_scale": llm_scale if in_llm else 1.0,
+            "llm": in_llm,
         }
         for (in_llm, decays), params in sorted(buckets.items())
     ]

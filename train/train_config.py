@@ -85,6 +85,10 @@ class TrainConfig:
     weight_decay: float = 0.001  # paper: 0.001; not applied to biases, norms, the temperature
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_ratio: float = 0.1  # paper: 10% linear warm-up, then cosine decay
+    # LLaVA's stage 1 as a warm-up: for the first N optimizer steps only the randomly
+    # initialised modules (connector, late fusion, head, temperature) learn; the LLM's
+    # weights (full or LoRA) get no update until step N. 0 = off (the paper: one stage).
+    connector_warmup_steps: int = 0
     min_lr_ratio: float = 0.1  # cosine floor as a share of lr
     epochs: int = 1  # paper: one epoch
     max_steps: int | None = None  # cap on optimizer steps (the schedule spans min(epochs, max_steps))
@@ -136,6 +140,10 @@ class TrainConfig:
         for name in ("pairs_per_step", "grad_accum", "epochs", "val_every", "log_every", "val_batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.connector_warmup_steps < 0:
+            raise UserError(
+                f"connector_warmup_steps must be >= 0 (0 = off), got {self.connector_warmup_steps}"
+            )
         if self.pairs_per_step < 2:
             raise UserError(f"pairs_per_step must be >= 2 (in-batch negatives), got {self.pairs_per_step}")
         if self.max_steps is not None and self.max_steps < 1:

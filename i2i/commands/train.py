@@ -73,6 +73,14 @@ def command(
             help="Peak learning rate of the LLM's own weights (default: --lr); new modules use --lr."
         ),
     ] = None,
+    connector_warmup_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="LLaVA-style stage 1: for the first N steps only the new modules (connector, "
+            "fusion, head, temperature) learn and the LLM stays as it is (default 0: off).",
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the train pairs (paper: 1).")] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many optimizer steps.")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from rich.console import Console
 
 from core import metrics
@@ -193,3 +194,58 @@ def test_llm_lr_scales_only_the_llm_groups() -> None:
         assert group["lr_scale"] == pytest.approx(0.05 if in_llm.pop() else 1.0)
     covered = sum(len(g["params"]) for g in opt.param_groups)
     assert covered == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_connector_warmup_freezes_only_the_llm() -> None:
+    """`freeze_llm` (the connector warm-up's steps) moves the new modules and leaves the LLM's
+    weights and its AdamW state as they were; the next unfrozen step moves both."""
+    import contextlib
+
+    from train.model import build_model
+    from train.step import make_optimizer, train_step
+    from train.testing import single_thread, tiny_model_config, tiny_notes, tiny_pixels
+    from train.train_config import TrainConfig
+
+    with single_thread():
+        torch.manual_seed(0)
+        model = build_model(tiny_model_config(variant="notellm2"))
+        model.set_llm_trainable("full")
+        model.train()
+        opt = make_optimizer(model, TrainConfig(model=model.config, lr=1e-2))
+        batch = model.collate(tiny_notes(8), tiny_pixels(8, seed=1))
+        llm = dict(model.llm.named_parameters())
+        new = {
+            n: p
+            for n, p in model.named_parameters()
+            if p.requires_grad and id(p) not in {id(q) for q in llm.values()}
+        }
+        llm0 = {n: p.detach().clone() for n, p in llm.items()}
+        new0 = {n: p.detach().clone() for n, p in new.items()}
+
+        def step(freeze: bool) -> None:
+            train_step(
+                model,
+                model,
+                opt,
+                [batch],
+                lr=1e-2,
+                autocast=contextlib.nullcontext(),
+                clip=1.0,
+                freeze_llm=freeze,
+            )
+
+        step(True)
+        assert all(torch.equal(p, llm0[n]) for n, p in llm.items())  # not even weight decay
+        assert not any(p in opt.state for p in llm.values())  # no moments collected while frozen
+        assert any(not torch.equal(p, new0[n]) for n, p in new.items() if "connector" in n)
+        step(False)
+        assert any(not torch.equal(p, llm0[n]) for n, p in llm.items())
+
+
+def test_connector_warmup_steps_is_checked() -> None:
+    from core.errors import UserError
+    from train.train_config import TrainConfig
+
+    assert TrainConfig().connector_warmup_steps == 0  # off unless asked: the paper trains one stage
+    with pytest.raises(UserError, match="connector_warmup_steps must be >= 0"):
+        TrainConfig(connector_warmup_steps=-1)
