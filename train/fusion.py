@@ -17,11 +17,13 @@ from torch import nn
 
 
 class LateFusion(nn.Module):
-    def __init__(self, vision_width: int, hidden: int):
+    def __init__(self, vision_width: int, hidden: int, init_gain: float = 1.0):
         super().__init__()
         self.vision_proj = nn.Linear(vision_width, hidden, bias=False)  # W_v
         self.gate = nn.Linear(2 * hidden, hidden, bias=False)  # W_g
         nn.init.xavier_normal_(self.gate.weight)
+        with torch.no_grad():  # W_v: PyTorch's default init, scaled (ModelConfig.fusion_init_gain)
+            self.vision_proj.weight.mul_(init_gain)
 
     def project(self, cls: torch.Tensor) -> torch.Tensor:
         """`v = W_v · cls`: (B, Dv) -> (B, d)."""

@@ -139,7 +139,9 @@ class NoteLLM2(nn.Module):
         self.hidden_size = hidden
         self.connector = build_connector(vision.width, hidden, config) if vision is not None else None
         self.fusion = (
-            LateFusion(vision.width, hidden) if (vision is not None and config.uses_late_fusion) else None
+            LateFusion(vision.width, hidden, config.fusion_init_gain)
+            if (vision is not None and config.uses_late_fusion)
+            else None
         )
         self.head = nn.Linear(hidden, config.dim, bias=False) if config.dim else None
         self.temperature = nn.Parameter(torch.tensor(float(config.temperature_init)))  # t; scale = exp(t)

@@ -126,6 +126,10 @@ class ModelConfig:
 
     dim: int | None = 64  # output size of the linear head (no bias); 0 / None = no head
     temperature_init: float = 3.0  # learnable t, logits scaled by exp(t) (~20 at start)
+    # Late fusion's W_v starts at PyTorch's default init times this gain. The paper does not
+    # say; at 1, SmolLM2's state h has ~9x the norm of v = W_v . cls, so the image starts
+    # as about a tenth of the fused vector (README, "Scales at the seams").
+    fusion_init_gain: float = 1.0
     # mICL loss weights (w_t multimodal, w_v visual): 9:1 in every NoteLLM-2 run the paper
     # reports (its ablation sweeps 1, 3, 9 and 19 to 1); the reference code's 1:1 default
     # gives the image-only loss half the weight instead of a tenth.
@@ -157,6 +161,8 @@ class ModelConfig:
             raise UserError(
                 f"micl_weights must be two non-negative numbers, not both 0; got {self.micl_weights}"
             )
+        if not (math.isfinite(self.fusion_init_gain) and self.fusion_init_gain > 0):
+            raise UserError(f"fusion_init_gain must be a positive number, got {self.fusion_init_gain}")
         if self.qformer_hidden % self.qformer_heads:
             raise UserError(
                 f"qformer_hidden ({self.qformer_hidden}) must be divisible by "

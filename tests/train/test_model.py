@@ -154,6 +154,21 @@ def test_late_fusion_gates_the_micl_visual_embedding_too() -> None:
     torch.testing.assert_close(out.visual, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_fusion_init_gain_scales_the_projection_only() -> None:
+    """`fusion_init_gain` multiplies W_v's initial weights (so v = W_v . cls) and nothing
+    else: the same seed gives the same gate, connector and head."""
+    torch.manual_seed(0)
+    plain = build_model(tiny_model_config(variant="notellm2"))
+    torch.manual_seed(0)
+    scaled = build_model(tiny_model_config(variant="notellm2", fusion_init_gain=4.0))
+    torch.testing.assert_close(scaled.fusion.vision_proj.weight, 4.0 * plain.fusion.vision_proj.weight)
+    for name, p in plain.named_parameters():
+        if "vision_proj" not in name:
+            torch.testing.assert_close(dict(scaled.named_parameters())[name], p, msg=name)
+    with pytest.raises(UserError, match="fusion_init_gain must be a positive number, got 0"):
+        tiny_model_config(fusion_init_gain=0)
+
+
 def test_splice_inside_the_model_feeds_connector_output_at_img() -> None:
     """Hook the LLM: the inputs_embeds rows at the former <IMG> are the connector's tokens."""
     model = _model("basic", "left").eval()
