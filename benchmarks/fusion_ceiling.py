@@ -49,7 +49,14 @@ from core.io import atomic_path, write_json_atomic
 from retriever.baselines import image_only_embedder
 from retriever.evaluate import evaluate_scores
 from retriever.oracles import ColourHistogramEmbedder
-from retriever.report import markdown_table, wide_console, with_interval
+from retriever.report import (
+    excludes_zero,
+    markdown_table,
+    marked_difference,
+    save_png,
+    wide_console,
+    with_interval,
+)
 
 WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
 SIGNALS = ("frozen encoder", "colour histogram")
@@ -85,7 +92,6 @@ def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
         raise UserError(
             f"{out}: needs results.json and runs/{run_name}/ from benchmarks/quality.py --out {out}"
         )
-    results = json.loads(results_path.read_text())
     es = quality_eval_set(out)
     query_ids = [q["note_id"] for q in es.queries]
     key = {"run": str(run.resolve()), "queries": query_ids, "weights": list(WEIGHTS)}
@@ -94,6 +100,7 @@ def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:
             return saved
+    results = json.loads(results_path.read_text())
     data = out / "data"
     t0 = time.perf_counter()
     text_model = load_embedder(run)
@@ -148,13 +155,17 @@ def chosen_weights(records: Sequence[dict[str, Any]], signal: str) -> list[float
     return chosen
 
 
-def _values(
-    record: dict[str, Any], signal: str, w: float, mask: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    per_query = record["curves"][signal][str(w)]
+def _masked(per_query: dict[str, list[float]], mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    """METRICS of one method's per-query values, on the queries in `mask` (all when None)."""
     return {
         m: np.asarray(per_query[m])[mask] if mask is not None else np.asarray(per_query[m]) for m in METRICS
     }
+
+
+def _values(
+    record: dict[str, Any], signal: str, w: float, mask: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    return _masked(record["curves"][signal][str(w)], mask)
 
 
 def _trained(
@@ -163,7 +174,7 @@ def _trained(
     values = record["trained"].get(method)
     if values is None or record["trained_query_ids"] != record["key"]["queries"]:
         return None
-    return {m: np.asarray(values[m])[mask] if mask is not None else np.asarray(values[m]) for m in METRICS}
+    return _masked(values, mask)
 
 
 def pool(records: Sequence[dict[str, Any]], boot: Bootstrap, compare: str = "notellm2") -> dict[str, Any]:
@@ -172,21 +183,25 @@ def pool(records: Sequence[dict[str, Any]], boot: Bootstrap, compare: str = "not
     each with its pooled interval and its paired difference from the text model alone,
     overall and on the relation slices."""
     masks = [{s: np.asarray(r["slices"][s]) for s in r["slices"]} for r in records]
+    # Per part (all queries, each slice): every replicate's mask, and the text model alone on it.
+    parts = {part: [None if part == "all" else m.get(part) for m in masks] for part in ("all", *SLICES)}
+    alone = {
+        part: [_values(r, SIGNALS[0], 0.0, mask) for r, mask in zip(records, part_masks, strict=True)]
+        for part, part_masks in parts.items()
+    }
     rows: dict[str, Any] = {}
 
     def add(name: str, pick: Any, weights: list[float] | None = None) -> None:
         """`pick(g, mask)`: replicate g's per-query values (on `mask`), or None."""
         row: dict[str, Any] = {"weights": weights}
-        for part in ("all", *SLICES):
-            parts = [None if part == "all" else m.get(part) for m in masks]
-            values = [pick(g, mask) for g, mask in enumerate(parts)]
+        for part, part_masks in parts.items():
+            values = [pick(g, mask) for g, mask in enumerate(part_masks)]
             if any(v is None for v in values):
                 return
-            alone = [_values(r, SIGNALS[0], 0.0, mask) for r, mask in zip(records, parts, strict=True)]
             row[part] = {
                 "value": {k: iv.to_dict() for k, iv in pooled_intervals(values, boot).items()},
                 "minus_text": {
-                    k: iv.to_dict() for k, iv in pooled_paired_intervals(values, alone, boot).items()
+                    k: iv.to_dict() for k, iv in pooled_paired_intervals(values, alone[part], boot).items()
                 },
             }
         rows[name] = row
@@ -233,8 +248,7 @@ def table(pooled: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _diff(iv: dict[str, float]) -> str:
-    text = f"{iv['estimate']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}]"
-    return f"**{text} \\***" if iv["low"] > 0 or iv["high"] < 0 else text
+    return marked_difference(with_interval(iv["estimate"], iv, signed=True), excludes_zero(iv))
 
 
 def markdown(pooled: dict[str, Any]) -> str:
@@ -268,10 +282,7 @@ def plot(pooled: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("Recall@10 (mean over replicates)")
     ax.set_title(f"Fusion ceiling, {pooled['queries']} test queries")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

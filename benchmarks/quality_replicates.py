@@ -52,6 +52,7 @@ from retriever.report import (
     markdown_table,
     marked_difference,
     rich_table,
+    save_png,
     styled_difference,
     wide_console,
     with_interval,
@@ -339,10 +340,7 @@ def plot_differences(results: dict[str, Any], path: Path) -> None:
         fontsize=9,
     )
     ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

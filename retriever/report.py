@@ -256,6 +256,13 @@ def plot_recall(report: dict[str, Any], path: Path) -> None:
     ax.set_title(f"split {report['split']}: {report['queries']} queries, pool {report['pool']}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    save_png(fig, path)
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Lay out a matplotlib figure, write it to `path` as PNG atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

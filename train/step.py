@@ -87,20 +87,18 @@ def train_step(
         for key, value in parts.items():
             stats[key] = stats.get(key, 0) + value.float() / grad_accum
     if freeze_llm:
-        drop_llm_grads(optimizer)
+        drop_llm_grads(model)
     grad_norm = clip_grad_norm(model, clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return StepOutput(total, grad_norm, tokens, stats)
 
 
-def drop_llm_grads(optimizer: torch.optim.Optimizer) -> None:
-    """Clear the gradients of the LLM's parameter groups: AdamW skips a parameter whose
-    gradient is None, so this step leaves the LLM exactly as it was."""
-    for group in optimizer.param_groups:
-        if group.get("llm", False):  # absent in checkpoints from before the warm-up
-            for p in group["params"]:
-                p.grad = None
+def drop_llm_grads(model: NoteLLM2) -> None:
+    """Clear the LLM's gradients: AdamW skips a parameter whose gradient is None, so this
+    step leaves the LLM's weights and moments exactly as they were."""
+    for p in model.llm.parameters():
+        p.grad = None
 
 
 def forward_loss(
@@ -116,8 +114,7 @@ def make_optimizer(model: NoteLLM2, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over trainable parameters; no weight decay on biases, norms and the temperature.
 
     Each group carries `lr_scale`: 1 for the new modules, `llm_lr / lr` for the LLM's
-    own weights; `train_step` sets every group's lr to `lr_at(step) * lr_scale`. `llm`
-    marks the LLM's groups (the connector warm-up freezes them).
+    own weights; `train_step` sets every group's lr to `lr_at(step) * lr_scale`.
     """
     llm_params = {id(p) for p in model.llm.parameters()}
     llm_scale = (cfg.llm_lr / cfg.lr) if cfg.llm_lr is not None else 1.0
@@ -130,7 +127,6 @@ def make_optimizer(model: NoteLLM2, cfg: TrainConfig) -> torch.optim.AdamW:
             "params": params,
             "weight_decay": cfg.weight_decay if decays else 0.0,
             "lr_scale": llm_scale if in_llm else 1.0,
-            "llm": in_llm,
         }
         for (in_llm, decays), params in sorted(buckets.items())
     ]
