@@ -71,7 +71,10 @@ def pair_contrastive_loss(
         q, d = _gather(q), _gather(d)
     n = q.shape[0]
     emb = torch.cat([q, d], dim=0).float()  # (2N, dim)
-    logits = logit_scale.float() * emb @ emb.T  # (2N, 2N)
+    # In fp32 even under bf16 autocast: bf16 keeps ~3 digits, so a logit of ~20 would be
+    # rounded in steps of 0.125, coarser than the differences the loss must rank.
+    with torch.autocast(device_type=emb.device.type, enabled=False):
+        logits = logit_scale.float() * emb @ emb.T  # (2N, 2N)
     eye = torch.eye(2 * n, dtype=torch.bool, device=emb.device)
     logits = logits.masked_fill(eye, float("-inf"))  # a note is not its own candidate
     idx = torch.arange(n, device=emb.device)

@@ -134,12 +134,30 @@ def make_optimizer(model: NoteLLM2, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 dot products in hardware (AVX512-BF16 or AMX-BF16).
+
+    Elsewhere oneDNN emulates bf16, which is slower than fp32."""
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (`auto` / `bf16`), fp32 on CPU (`auto` / `fp32`)."""
+    """bf16 autocast on CUDA (`auto` / `bf16`); on CPU fp32 (`auto` / `fp32`), or bf16
+    autocast when asked for (`bf16`) on a CPU with native bf16.
+
+    `auto` stays fp32 on CPU so that a run's numbers do not depend on which CPU ran it."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return contextlib.nullcontext()
+    if device.type == "cpu":
+        if not cpu_has_native_bf16():
+            raise UserError(
+                "precision bf16 on this CPU would be emulated (no avx512_bf16 or amx_bf16 in "
+                "torch.cpu.get_capabilities()) and slower than fp32; use --precision fp32 (or auto)"
+            )
+        return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
     if device.type != "cuda":
-        raise UserError("precision bf16 is for CUDA; on CPU use --precision fp32 (or auto)")
+        raise UserError(f"precision bf16 is for CUDA or a CPU with native bf16, not {device.type}; use fp32")
     if not torch.cuda.is_bf16_supported():
         raise UserError("this GPU does not support bf16; use --precision fp32")
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)

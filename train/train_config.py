@@ -103,7 +103,7 @@ class TrainConfig:
     # numbers; skipped with a message when the cache would exceed `vision_cache_max_gb`.
     cache_vision: bool = True
     vision_cache_max_gb: float = 4.0
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 also on a CPU with native bf16
     device: str = "auto"  # auto | cuda | cpu
     seed: int = 0
     num_workers: int = 2  # DataLoader workers per rank (image decoding + tokenization)

@@ -102,7 +102,8 @@ def command(
         int | None, typer.Option(min=1, help="Validate and checkpoint every N optimizer steps.")
     ] = None,
     precision: Annotated[
-        str | None, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp32.")
+        str | None,
+        typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | bf16 (CUDA, or CPU with native bf16) | fp32."),
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto | cuda | cpu.")] = None,
     num_workers: Annotated[int | None, typer.Option(min=0, help="DataLoader workers per process.")] = None,

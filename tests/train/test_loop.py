@@ -249,3 +249,43 @@ def test_connector_warmup_steps_is_checked() -> None:
     assert TrainConfig().connector_warmup_steps == 0  # off unless asked: the paper trains one stage
     with pytest.raises(UserError, match="connector_warmup_steps must be >= 0"):
         TrainConfig(connector_warmup_steps=-1)
+
+
+def test_cpu_bf16_needs_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` stays fp32 on CPU; `bf16` autocasts on a CPU with native bf16 and refuses,
+    naming the fix, where oneDNN would emulate it."""
+    from train.step import autocast_for
+
+    cpu = torch.device("cpu")
+    assert not isinstance(autocast_for("auto", cpu), torch.autocast)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": False})
+    ctx = autocast_for("bf16", cpu)
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
+    with pytest.raises(UserError, match=r"emulated.*--precision fp32"):
+        autocast_for("bf16", cpu)
+
+
+def test_bf16_autocast_step_keeps_fp32_weights_and_tracks_the_fp32_loss() -> None:
+    """One step of the tiny notellm2 under CPU bf16 autocast (emulated where the CPU lacks
+    it, so this runs anywhere): the loss is close to fp32's, and the weights stay fp32."""
+    from train.model import build_model
+    from train.step import forward_loss
+    from train.testing import single_thread, tiny_model_config, tiny_notes, tiny_pixels
+
+    with single_thread():
+        torch.manual_seed(0)
+        model = build_model(tiny_model_config(variant="notellm2"))
+        model.set_llm_trainable("full")
+        model.train()
+        batch = model.collate(tiny_notes(8), tiny_pixels(8, seed=1))
+        torch.manual_seed(1)
+        fp32 = forward_loss(model, model, batch)[0]
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = forward_loss(model, model, batch)[0]
+        bf16.backward()
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16)
+    assert bf16.item() == pytest.approx(fp32.item(), abs=0.05)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in model.parameters())

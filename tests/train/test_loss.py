@@ -129,3 +129,16 @@ def test_micl_weights_default_to_the_papers_nine_to_one() -> None:
     assert loss.item() == pytest.approx((9 * lm + lv) / 10, rel=1e-5)
     with pytest.raises(UserError, match="micl_weights"):
         ModelConfig(micl_weights=(float("nan"), 1.0))
+
+
+def test_logits_stay_fp32_under_bf16_autocast() -> None:
+    """bf16 rounds a logit near 20 in steps of 0.125; the loss must not see that rounding."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(16, 64, generator=g), dim=-1)
+    d = torch.nn.functional.normalize(q + 0.3 * torch.randn(16, 64, generator=g), dim=-1)
+    scale = torch.tensor(math.exp(3.0))
+    exact = pair_contrastive_loss(q, d, scale, gather=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = pair_contrastive_loss(q, d, scale, gather=False)
+    assert under.dtype == torch.float32
+    assert under.item() == pytest.approx(exact.item(), rel=1e-6)
