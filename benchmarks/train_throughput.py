@@ -4,10 +4,12 @@
     .venv/bin/python benchmarks/train_throughput.py --config smollm2        # needs the
         # converted cache: `i2i models prepare smollm2-135m`; EfficientNet-Lite0 is offline
     python benchmarks/train_throughput.py --device cuda --shape qwen2-0.5b  # on a GPU
+    python benchmarks/train_throughput.py --config demo --llm-train lora --pairs 16 \
+        --precision bf16 --peer fp32 --threads 1    # CPU bf16 (avx512_bf16 / AMX) vs fp32
 
 What is timed: the loop's optimizer step, `train.step.train_step`, the function `train.loop`
 runs (forward + loss on one batch of 2N notes [q..., d...], backward, clip, AdamW step) under
-the loop's precision (bf16 autocast on CUDA, fp32 on CPU), after warm-up steps. Batches
+`--precision` (default the loop's `auto`: bf16 autocast on CUDA, fp32 on CPU), after warm-up steps. Batches
 are collated before timing (real synth notes and images through the model's own
 transform and collator): data loading runs in DataLoader workers beside the model in
 training, so it is not on this clock.
@@ -45,6 +47,7 @@ PEERS = {
     "frozen-llm": "the same step with the LLM frozen (connector, fusion, head, temperature trained)",
     "grad-ckpt": "the same step with gradient checkpointing in the LLM",
     "text-only": "the text-only variant (no image, no connector) with the same LLM",
+    "fp32": "the same step in fp32 (for --precision bf16: what autocast buys)",
 }
 
 
@@ -63,9 +66,10 @@ def model_config(shape: str, variant: str, connector: str) -> Any:
             limit_unit=defaults.limit_unit,
             max_prompt_tokens=defaults.max_prompt_tokens,
         )
-    if shape in ("smollm2", "qwen2-0.5b"):
-        return preset("default" if shape == "smollm2" else shape, connector=connector, variant=variant)
-    raise SystemExit(f"unknown shape {shape!r}; choose tiny, smollm2 or qwen2-0.5b")
+    if shape in ("smollm2", "demo", "qwen2-0.5b"):
+        name = "default" if shape == "smollm2" else shape
+        return preset(name, connector=connector, variant=variant)
+    raise SystemExit(f"unknown shape {shape!r}; choose tiny, smollm2, demo or qwen2-0.5b")
 
 
 def make_batches(model: Any, pairs: int, count: int, image_size: int) -> list[dict]:
@@ -130,7 +134,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     image_size = model.vision.image_size if model.vision is not None else 32
     batches = make_batches(model, args.pairs, args.warmup + args.steps, image_size)
     optimizer = make_optimizer(model, TrainConfig(lr=1e-5, model=cfg))
-    autocast = autocast_for("auto", device)
+    autocast = autocast_for(args.precision, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -207,7 +211,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--config", "--shape", dest="shape", default="tiny", help="tiny | smollm2 | qwen2-0.5b"
+        "--config", "--shape", dest="shape", default="tiny", help="tiny | smollm2 | demo | qwen2-0.5b"
     )
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--variant", default="notellm2")
@@ -217,7 +221,10 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--llm-train", default="full", help="full | frozen")
+    parser.add_argument("--llm-train", default="full", help="full | lora | frozen")
+    parser.add_argument(
+        "--precision", default="auto", help="auto | bf16 | fp32 (bf16 on CPU needs native bf16)"
+    )
     parser.add_argument("--grad-ckpt", action="store_true")
     parser.add_argument("--peer", default="frozen-llm", choices=[*PEERS, "none"])
     parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's)")
@@ -231,9 +238,11 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
-    change = {"frozen-llm": {"llm_train": "frozen"}, "grad-ckpt": {"grad_ckpt": True}}.get(
-        args.peer, {"variant": "text-only"}
-    )
+    change = {
+        "frozen-llm": {"llm_train": "frozen"},
+        "grad-ckpt": {"grad_ckpt": True},
+        "fp32": {"precision": "fp32"},
+    }.get(args.peer, {"variant": "text-only"})
     # Alternate this / peer `repeats` times and keep each one's median run: on a shared
     # machine a single run can land on a busy moment.
     runs: dict[str, list[dict[str, Any]]] = {"this": []}
@@ -247,7 +256,7 @@ def main() -> None:
     memory = "peak_gpu_gib" if args.device == "cuda" else "peak_rss_gib"
     print(
         f"train step: shape {args.shape}, {args.variant}/{args.connector}, {args.pairs} pairs/step, "
-        f"LLM {args.llm_train}, device {args.device}, threads {args.threads or 'default'}; "
+        f"LLM {args.llm_train}, {args.precision}, device {args.device}, threads {args.threads or 'default'}; "
         f"peer = {PEERS.get(args.peer, 'none')}"
     )
     header = f"{'run':<12}{'pairs/s':>10}{'tokens/s':>11}{'s/step':>9}{'tok/pair':>10}{memory:>14}"
