@@ -394,6 +394,9 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=40.0, help="seconds per cell at most")
     ap.add_argument("--checkpoint", type=Path, help="run or checkpoint dir (default: a tiny random model)")
     ap.add_argument("--threads", type=int, default=1, help="server's torch threads (`i2i serve --threads`)")
+    ap.add_argument(
+        "--precision", default="auto", help="server's embedding precision (`i2i serve --precision`)"
+    )
     ap.add_argument("--skip-embed", action="store_true", help="read path only")
     ap.add_argument("--out", type=Path, default=Path("bench_out/serve_load"))
     ap.add_argument("--keep", action="store_true", help="reuse a collection built by an earlier --keep run")
@@ -460,6 +463,7 @@ def main() -> None:
         embed_rows = []
         for label, max_batch in (("batching on (max 32)", "32"), ("batching off (max 1)", "1")):
             extra = ("--max-batch", max_batch, "--queue-size", "1024", "--threads", str(args.threads))
+            extra += ("--precision", args.precision)
             server = Server(checkpoint, ws, log, *extra)
             try:
                 server.measure(Cell("warm-up", 4), note_request("POST", "warm"), 16, 60)

@@ -118,6 +118,7 @@ def run_eval(
     max_queries: int | None = None,
     batch_size: int = 32,
     device: str | None = None,
+    precision: str = "auto",
     vectors: Sequence[str | Path] = (),
     bootstrap: Bootstrap | None = None,
     log: Callable[[str], None] = lambda _: None,
@@ -125,6 +126,7 @@ def run_eval(
     """Evaluate each checkpoint, each vectors directory (`i2i embed`, read instead of
     embedding again) and the BM25 / image-only baselines on one split.
 
+    `precision` is the checkpoints' embedding precision (`train.embed.NoteEmbedder`).
     Every metric gets a bootstrap interval over queries; `differences` holds the first
     method (the first checkpoint or vectors, else BM25) minus every other, with paired
     intervals.
@@ -161,12 +163,13 @@ def run_eval(
     methods: dict[str, Any] = {}
     for ckpt in checkpoints:
         log(f"embedding with {ckpt}")
-        embedder = load_embedder(ckpt, device=device)
+        embedder = load_embedder(ckpt, device=device, precision=precision)
         name = _unique(Path(ckpt).resolve().name, methods)
         res = evaluate_embedder(
             embedder, es, image_root, name=name, ann=ann, batch_size=batch_size, device=device, boot=boot
         )
         res["checkpoint"] = str(ckpt)
+        res["precision"] = precision
         methods[name] = res
     for folder in vectors:
         from indexer.vectors import VectorFiles

@@ -4,10 +4,12 @@ The indexer and the evaluator call `embed(notes, image_root, batch_size)` and ge
 L2-normalised float32 vectors, one row per note, in input order. Inside: notes are
 sorted by text length so each batch pads little, images are decoded with
 `core.images.load_image` (never raising; failures counted) on a few threads, forward
-runs under `torch.inference_mode` (bf16 autocast on CUDA), and rows are put back in
-input order. Each image is decoded once: `i2i serve` passes the images it decoded from
-the request (`images=`) and no path is opened; `i2i index` collects each note's image
-status (`image_status=`) to count failures instead of decoding the images again.
+runs under `torch.inference_mode` and the precision asked for (`auto`: bf16 autocast on
+CUDA, fp32 on CPU; `bf16`: bf16 autocast on CUDA or on a CPU with native bf16; `fp32`),
+and rows are put back in input order. Each image is decoded once: `i2i serve` passes
+the images it decoded from the request (`images=`) and no path is opened; `i2i index`
+collects each note's image status (`image_status=`) to count failures instead of
+decoding the images again.
 
 `blank="image"` replaces every image with the neutral grey one, `blank="text"` empties
 title, tags and content: the quality benchmark embeds each model both ways to measure
@@ -31,6 +33,8 @@ from core.images import blank_image, given_image, note_image
 from train.checkpoint import checkpoint_id, load_checkpoint, resolve_checkpoint
 from train.collate import NoteCollator
 from train.model import NoteLLM2
+from train.step import autocast_for
+from train.train_config import PRECISIONS
 
 BLANKS = (None, "image", "text")
 
@@ -68,13 +72,18 @@ class NoteEmbedder:
         image_threads: int = 4,
         blank: str | None = None,
         confine_images: bool = False,
+        precision: str = "auto",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if blank not in BLANKS:
             raise UserError(f"unknown blank {blank!r}; choose image, text or None")
         self.blank = blank  # default for `embed`: blank this modality in every call
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        self.precision = precision
+        autocast_for(precision, self.device)  # a precision this device cannot run fails here, not mid-corpus
         if isinstance(model_or_dir, (str, Path)):
             self.model = load_checkpoint(model_or_dir, device=self.device)
             self.model_id = checkpoint_id(model_or_dir)
@@ -158,8 +167,7 @@ class NoteEmbedder:
             model.eval()
         collator = NoteCollator(model.tokenizer, model.config, blank_text=blank == "text")
         order = sorted(range(len(notes)), key=lambda i: -_text_len(notes[i]))  # longest first
-        cuda = self.device.type == "cuda"
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.inference_mode(), autocast_for(self.precision, self.device):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 chunk = [notes[i] for i in idx]
@@ -169,7 +177,7 @@ class NoteEmbedder:
                     pixels, chunk_status = self._pixels(chunk, image_root, blank, chunk_images)
                     for i, s in zip(idx, chunk_status, strict=True):
                         statuses[i] = s
-                emb = model(collator(chunk, pixels)).multimodal  # (b, dim)
+                emb = model(collator(chunk, pixels)).multimodal  # (b, dim), normalised in fp32
                 out[idx] = emb.float().cpu().numpy()
         if was_training:
             model.train()
@@ -190,8 +198,11 @@ def embed_notes_modality(
 
 
 def load_embedder(
-    checkpoint: str | Path, device: str | torch.device | None = None, blank: str | None = None
+    checkpoint: str | Path,
+    device: str | torch.device | None = None,
+    blank: str | None = None,
+    precision: str = "auto",
 ) -> NoteEmbedder:
     """A `NoteEmbedder` for a checkpoint or a run directory (which resolves to `best/`,
-    else `last/`): no grad, bf16 autocast on GPU, fp32 on CPU."""
-    return NoteEmbedder(resolve_checkpoint(checkpoint), device=device, blank=blank)
+    else `last/`): no grad; `precision` auto is bf16 autocast on GPU, fp32 on CPU."""
+    return NoteEmbedder(resolve_checkpoint(checkpoint), device=device, blank=blank, precision=precision)

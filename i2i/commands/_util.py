@@ -22,6 +22,15 @@ Force = Annotated[
 ]
 
 
+InferencePrecision = Annotated[
+    str,
+    typer.Option(
+        help="Embedding precision: auto (bf16 on CUDA, fp32 on CPU) | bf16 (CUDA, or a CPU with "
+        "native bf16: about 2x faster there, vectors within bf16 rounding) | fp32."
+    ),
+]
+
+
 MaxBadImages = Annotated[
     float,
     typer.Option(

@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from i2i.commands._util import InferencePrecision
+
 
 def command(
     notes: Annotated[
@@ -37,6 +39,7 @@ def command(
     device: Annotated[
         str | None, typer.Option(help="Model device: cpu, cuda, cuda:1 (default: auto; LOCAL_RANK's GPU).")
     ] = None,
+    precision: InferencePrecision = "auto",
 ) -> None:
     """Embed NOTES with a checkpoint into Parquet vector shards (note_id, content_hash, model_id, vector)."""
     import os
@@ -54,7 +57,7 @@ def command(
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     with console.status(f"loading checkpoint {checkpoint}"):
-        embedder = load_embedder(checkpoint, device=device)
+        embedder = load_embedder(checkpoint, device=device, precision=precision)
     progress = Progress(
         TextColumn(f"shard {index}/{count}"),
         BarColumn(),

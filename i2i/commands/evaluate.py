@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from core.errors import UserError
-from i2i.commands._util import Force, MaxBadImages, images_up_front
+from i2i.commands._util import Force, InferencePrecision, MaxBadImages, images_up_front
 
 
 def command(
@@ -59,6 +59,7 @@ def command(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Notes per model forward pass.")] = 32,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: auto).")] = None,
+    precision: InferencePrecision = "auto",
     max_bad_images: MaxBadImages = 0.05,
     resamples: Annotated[
         int, typer.Option(min=1, help="Bootstrap resamples of the queries for the 95% intervals.")
@@ -104,6 +105,7 @@ def command(
         max_queries=max_queries,
         batch_size=batch_size,
         device=device,
+        precision=precision,
         vectors=vectors or [],
         bootstrap=Bootstrap(resamples=resamples),
         log=lambda msg: console.print(f"[dim]{msg}[/]"),

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.errors import UserError
-from i2i.commands._util import MaxBadImages, images_up_front
+from i2i.commands._util import InferencePrecision, MaxBadImages, images_up_front
 from indexer.backends import DEFAULT_COLLECTION, DEFAULT_WORKSPACE
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ def command(
     device: Annotated[
         str | None, typer.Option(help="Model device: cpu, cuda, cuda:1 (default: auto).")
     ] = None,
+    precision: InferencePrecision = "auto",
     shards: Annotated[int | None, typer.Option(min=1, help="Server: shards of a new collection.")] = None,
     replicas: Annotated[
         int | None, typer.Option(min=1, help="Server: replication factor of a new collection.")
@@ -199,7 +200,7 @@ def command(
         from train.embed import load_embedder
 
         with console.status(f"loading checkpoint {checkpoint}"):
-            model = load_embedder(checkpoint, device=device)
+            model = load_embedder(checkpoint, device=device, precision=precision)
         if model.model.config.variant != "text-only":  # a text-only model reads no image
             images_up_front(notes, image_root, max_bad_images)
         embedder = model

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from i2i.commands._util import InferencePrecision
 from i2i.commands.index import Collection, QdrantApiKey, QdrantUrl, Workspace, store_spec
 from indexer.backends import DEFAULT_COLLECTION, DEFAULT_WORKSPACE
 
@@ -27,6 +28,7 @@ def command(
     device: Annotated[
         str | None, typer.Option(help="Model device: cpu, cuda, cuda:1 (default: auto).")
     ] = None,
+    precision: InferencePrecision = "auto",
     threads: Annotated[
         int | None,
         typer.Option(
@@ -74,6 +76,7 @@ def command(
         checkpoint=checkpoint,
         store=store_spec(collection, workspace, qdrant_url, qdrant_api_key),
         device=device,
+        precision=precision,
         threads=threads,
         host=host,
         port=port,

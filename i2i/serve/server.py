@@ -36,7 +36,7 @@ def build_service(settings: ServeSettings) -> tuple[NoteService, str]:
 
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
-    embedder = load_embedder(settings.checkpoint, device=settings.device)
+    embedder = load_embedder(settings.checkpoint, device=settings.device, precision=settings.precision)
     store = open_store(settings.store)
     try:
         service = NoteService(

@@ -47,6 +47,7 @@ class ServeSettings:
     checkpoint: Path
     store: StoreSpec
     device: str | None = None
+    precision: str = "auto"  # embedding precision (`train.embed.NoteEmbedder`)
     threads: int | None = None  # torch intra-op threads (None: torch's default)
     host: str = "127.0.0.1"
     port: int = 8000

@@ -253,3 +253,39 @@ def test_embed_shards_then_index_and_eval_from_vectors(
     assert set(methods) == {"a", "vectors"}
     assert methods["vectors"]["model_id"] == methods["a"]["model_id"]
     assert methods["vectors"]["metrics"] == pytest.approx(methods["a"]["metrics"], abs=1e-9)
+
+
+def test_embedding_precision_flag(runs: tuple[Path, Path], synth_platform: Path, tmp_path: Path) -> None:
+    """`--precision` reaches the embedder of index/eval/embed: a bad value is a usage error
+    (exit 2, naming the choices) before anything is written, in a real process too; bf16
+    where this CPU would emulate it names the fix; fp32 indexes like auto does on CPU."""
+    import subprocess
+    import sys
+
+    import torch
+
+    notes = synth_platform / "notes.parquet"
+    ws = tmp_path / "ws"
+    code, out = _invoke("index", notes, "--checkpoint", runs[0], "--workspace", ws, "--precision", "half")
+    assert code == 2 and "unknown precision 'half'" in out and "auto, bf16, fp32" in out
+    assert not ws.exists()
+    vectors = tmp_path / "vectors"
+    embed = ("embed", notes, "--checkpoint", runs[0], "--out", vectors, "--precision", "half")
+    proc = subprocess.run(
+        [sys.executable, "-m", "i2i.cli", *map(str, embed)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "unknown precision 'half'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not vectors.exists()
+    caps = torch.cpu.get_capabilities()
+    code, out = _invoke("index", notes, "--checkpoint", runs[0], "--workspace", ws, "--precision", "bf16")
+    if caps.get("avx512_bf16") or caps.get("amx_bf16"):  # bf16 runs here: same model, same collection
+        assert code == 0 and "120 / 0 / 0" in out, out
+    else:
+        assert code == 2 and "--precision fp32" in out and not ws.exists()
+    code, out = _invoke("index", notes, "--checkpoint", runs[0], "--workspace", ws, "--precision", "fp32")
+    assert code == 0, out
+    code, out = _invoke("index", notes, "--checkpoint", runs[0], "--workspace", ws)
+    assert code == 0 and "0 / 0 / 120" in out  # the same model: nothing to embed again

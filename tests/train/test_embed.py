@@ -145,3 +145,30 @@ def test_image_status_and_decoded_images_share_one_embed(model, corpus, monkeypa
     status = []
     text_only.embed(notes, image_root=root, image_status=status)
     assert status == []  # reads no image: the caller checks images itself
+
+
+def test_precision_bf16_rounds_within_bf16_of_fp32(model, corpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`precision="bf16"` embeds under bf16 autocast (emulated on CPUs without native bf16,
+    so this runs anywhere): the rows differ from fp32's by bf16 rounding only, and stay
+    normalised float32 in input order."""
+    notes, root = corpus
+    fp32 = NoteEmbedder(model, device="cpu", precision="fp32").embed(notes, image_root=root, batch_size=3)
+    auto = NoteEmbedder(model, device="cpu").embed(notes, image_root=root, batch_size=3)
+    np.testing.assert_array_equal(auto, fp32)  # auto is fp32 on CPU
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": False})
+    emb = NoteEmbedder(model, device="cpu", precision="bf16")
+    bf16 = emb.embed(notes, image_root=root, batch_size=3)
+    assert bf16.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(bf16, axis=1), 1.0, atol=1e-5)
+    cosine = (bf16 * fp32).sum(1)
+    assert cosine.min() > 0.99  # bf16 keeps 8 bits of mantissa: row for row the same direction
+    assert np.abs(bf16 - fp32).max() > 1e-4  # and it did run in bf16
+    assert emb.model_id == NoteEmbedder(model, device="cpu").model_id  # the same model's vectors
+
+
+def test_precision_is_checked_up_front(model, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError, match=r"unknown precision 'half'.*auto, bf16, fp32"):
+        NoteEmbedder(model, device="cpu", precision="half")
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
+    with pytest.raises(UserError, match=r"emulated.*--precision fp32"):
+        NoteEmbedder(model, device="cpu", precision="bf16")
