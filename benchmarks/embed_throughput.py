@@ -15,6 +15,9 @@ notes stay the same.
 
 bf16 on a CPU needs native bf16 (AVX512-BF16 or AMX: `torch.cpu.get_capabilities()`);
 elsewhere the embedder refuses it, since oneDNN would emulate it slower than fp32.
+`--emulate` measures only what bf16 does to the vectors on such a CPU: it lets the
+embedder run emulated bf16 (the same rounding of every matmul's inputs to bf16, fp32
+accumulation) and reports no speed.
 """
 
 from __future__ import annotations
@@ -71,10 +74,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="notes per forward pass")
     parser.add_argument("--threads", type=int, default=None, help="intra-op CPU threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each precision, alternating")
+    parser.add_argument(
+        "--emulate", action="store_true", help="no native bf16 here: vector agreement only, no speed"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
     import torch
+
+    import train.step
+
+    native = train.step.cpu_has_native_bf16()
+    if not native and not args.emulate:
+        raise SystemExit(
+            "this CPU has no native bf16 (avx512_bf16 / amx_bf16); --emulate measures agreement only"
+        )
+    if args.emulate:
+        train.step.cpu_has_native_bf16 = lambda: True  # let the embedder run oneDNN's emulated bf16
 
     from train.embed import NoteEmbedder, load_embedder
     from train.model import build_model
@@ -108,6 +124,8 @@ def main() -> None:
         "notes": args.count,
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
+        "cpu": torch.cpu.get_capabilities().get("cpu_name"),
+        "native_bf16": native,
         "notes_per_s": rate,
         "notes_per_s_all": {p: [round(args.count / s, 2) for s in v] for p, v in seconds.items()},
         "ratio_bf16_fp32": rate["bf16"] / rate["fp32"],
@@ -120,7 +138,11 @@ def main() -> None:
     )
     for p in PRECISIONS:
         print(f"  {p:<5} {rate[p]:8.2f} notes/s   runs {result['notes_per_s_all'][p]}")
-    print(f"  ratio bf16/fp32: x{result['ratio_bf16_fp32']:.2f}")
+    if native:
+        print(f"  ratio bf16/fp32: x{result['ratio_bf16_fp32']:.2f}")
+    else:
+        result["ratio_bf16_fp32"] = None
+        print("  ratio bf16/fp32: not measured (bf16 emulated on this CPU)")
     print(
         f"  bf16 vs fp32 vectors: cosine min {cosine.min():.4f}, mean {cosine.mean():.5f}; "
         f"top-10 neighbours shared {result['top10_overlap']:.3f}"
