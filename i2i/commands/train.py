@@ -53,7 +53,11 @@ def command(
         str | None, typer.Option(help="Causal LM: hub name, local dir, or smollm2-135m (offline).")
     ] = None,
     vision: Annotated[
-        str | None, typer.Option(help="Vision encoder: efficientnet-lite0 (offline) or open_clip:NAME[@TAG].")
+        str | None,
+        typer.Option(
+            help="Vision encoder: efficientnet-lite0 (offline), efficientnet-lite0+stem (plus each "
+            "cell's stem colour statistics) or open_clip:NAME[@TAG]."
+        ),
     ] = None,
     connector: Annotated[str | None, typer.Option(help="qformer (paper default) | mlp.")] = None,
     micl_weights: Annotated[

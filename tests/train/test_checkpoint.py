@@ -98,3 +98,19 @@ def test_round_trip_named_open_clip_tower(tmp_path) -> None:
         assert torch.equal(
             model(model.collate(notes, pixels)).multimodal, back(back.collate(notes, pixels)).multimodal
         )
+
+
+def test_round_trip_efficientnet_stem_colour(tmp_path) -> None:
+    """`efficientnet-lite0+stem`: the connector and late fusion take its 1344-wide features,
+    and a checkpoint rebuilds it without the pretrained weights package being asked."""
+    cfg = tiny_model_config(variant="notellm2", vision="efficientnet-lite0+stem", vision_config=None)
+    model = build_model(cfg).eval()
+    assert model.vision.width == 1344 and model.fusion.vision_proj.in_features == 1344
+    save_checkpoint(model, tmp_path / "ckpt")
+    back = load_checkpoint(tmp_path / "ckpt")
+    assert back.config.vision == "efficientnet-lite0+stem" and back.vision.stem_colour
+    notes = tiny_notes(2)
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model(model.collate(notes, pixels)), back(back.collate(notes, pixels))
+    assert torch.equal(a.multimodal, b.multimodal) and torch.equal(a.visual, b.visual)

@@ -35,6 +35,50 @@ def test_efficientnet_lite0_tokens_and_cls() -> None:
     torch.testing.assert_close(cls, tokens.mean(1))
 
 
+def test_efficientnet_lite0_stem_colour_tokens() -> None:
+    """+stem: the plain encoder's features, then each cell's stem mean and std (64)."""
+    plain, stem = build_vision("efficientnet-lite0"), build_vision("efficientnet-lite0+stem")
+    assert stem.width == 1280 + 64
+    # Left half red, right half blue: the cells' colour statistics differ across the image.
+    image = Image.new("RGB", (224, 224), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 112, 224))
+    x = stem.transform(image)[None]
+    with torch.no_grad():
+        cls, tokens = stem(x)
+        _, plain_tokens = plain(x)
+    assert cls.shape == (1, 1344) and tokens.shape == (1, 49, 1344)
+    torch.testing.assert_close(tokens[..., :1280], plain_tokens)
+    torch.testing.assert_close(cls, tokens.mean(1))
+    colour = tokens[0, :, 1280:].view(7, 7, 64)  # (row, column, statistic)
+    mean, std = colour[..., :32], colour[..., 32:]
+    assert (std >= 0).all()
+    # Inner cells of one flat half read alike; red and blue do not. (Column 3 straddles the
+    # edge; the last row and column see the convolution's zero padding.)
+    torch.testing.assert_close(mean[1:6, 1], mean[1:6, 2], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(mean[1:6, 4], mean[1:6, 5], atol=1e-4, rtol=1e-4)
+    assert (mean[3, 1] - mean[3, 5]).abs().max() > 0.5
+    # The stem's statistics, computed by hand for one cell (rows/columns 0..15 of 112).
+    net = stem.net
+    with torch.no_grad():
+        act = net._swish(net._bn0(net._conv_stem(x)))[0, :, :16, :16].flatten(1)
+    torch.testing.assert_close(mean[0, 0], act.mean(1), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(std[0, 0], act.std(1, unbiased=False), atol=1e-3, rtol=1e-3)
+
+
+def test_efficientnet_lite0_stem_colour_uneven_cells() -> None:
+    """At a size that is not a multiple of 32 the cells are uneven: pooled windows instead."""
+    enc = build_vision("efficientnet-lite0+stem", image_size=200)
+    x = enc.transform(Image.new("RGB", (200, 200), (30, 160, 90)))[None]
+    with torch.no_grad():
+        _, tokens = enc(x)
+    assert tokens.shape == (1, 36, 1344)  # a 6 x 6 grid; 100 stem pixels do not split in 6
+    colour = tokens[0, :, 1280:]
+    assert torch.isfinite(colour).all() and (colour[:, 32:] >= 0).all()
+    # A flat image: inner cells alike, and their spread within a cell about zero.
+    torch.testing.assert_close(colour[8], colour[9], atol=1e-4, rtol=1e-4)
+    assert colour[8, 32:].max() < 0.05
+
+
 def test_inline_open_clip_tower() -> None:
     enc = build_vision("open_clip", TINY_VISION)
     assert enc.width == 64 and enc.image_size == 64
