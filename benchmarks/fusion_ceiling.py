@@ -15,6 +15,10 @@ where z standardises a query's scores over the pool, and the image signal is eit
   path starts from (the image-only baseline), or
 - `colour histogram`: the image's colours (4 levels per channel), a feature that keeps
   what this encoder drops (`benchmarks/reachability.py`).
+- `stem colour`: the same frozen encoder's colour statistics at its stem (what
+  `--vision efficientnet-lite0+stem` adds to every token: each stem channel's mean and
+  standard deviation, here over the whole image), each of the 64 values standardised
+  over the notes ranked.
 
 w = 0 is the text model alone. Each replicate's weight is chosen on the *other*
 replicates (leave one out), so the gain is never tuned on the queries it is measured
@@ -59,7 +63,7 @@ from retriever.report import (
 )
 
 WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
-SIGNALS = ("frozen encoder", "colour histogram")
+SIGNALS = ("frozen encoder", "colour histogram", "stem colour")
 METRICS = ("recall@10", "recall@100")
 SLICES = ("relation=text", "relation=image", "relation=both")
 CACHE = "fusion_ceiling.json"
@@ -81,6 +85,29 @@ def mixed(text: np.ndarray, image: np.ndarray, w: float) -> np.ndarray:
 # --- one replicate -----------------------------------------------------------------------
 
 
+def stem_colour_features(queries: Any, pool: Any, data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 64 stem colour statistics of `efficientnet-lite0+stem` (its CLS after the 1280
+    final-layer features), each standardised over queries and pool, rows L2-normalised."""
+    from core.images import note_image
+    from train.vision import build_vision
+
+    vision = build_vision("efficientnet-lite0+stem")
+
+    def features(notes: Any) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(notes), 32):
+                pixels = torch.stack([vision.transform(note_image(n, data)[0]) for n in notes[s : s + 32]])
+                out.append(vision(pixels)[0][:, 1280:].numpy())
+        return np.concatenate(out)
+
+    q, p = features(queries), features(pool)
+    both = np.concatenate([q, p])
+    mean, std = both.mean(axis=0), both.std(axis=0)
+    q, p = ((x - mean) / np.where(std > 0, std, 1.0) for x in (q, p))
+    return tuple(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in (q, p))  # type: ignore[return-value]
+
+
 def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
     """Per signal and weight, per-query metrics of the mix on replicate `out`'s test split
     (cached in `out/fusion_ceiling.json` for the same run and queries)."""
@@ -94,7 +121,7 @@ def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
         )
     es = quality_eval_set(out)
     query_ids = [q["note_id"] for q in es.queries]
-    key = {"run": str(run.resolve()), "queries": query_ids, "weights": list(WEIGHTS)}
+    key = {"run": str(run.resolve()), "queries": query_ids, "weights": list(WEIGHTS), "signals": SIGNALS}
     cache = out / CACHE
     if cache.exists():
         saved = json.loads(cache.read_text())
@@ -111,10 +138,13 @@ def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
     images = {"frozen encoder": image_only_embedder(None), "colour histogram": ColourHistogramEmbedder()}
     curves: dict[str, dict[str, dict[str, list[float]]]] = {}
     for signal in SIGNALS:
-        embedder = images[signal]
-        image = standardised(
-            embedder.embed(es.queries, image_root=data), embedder.embed(es.pool, image_root=data)
-        )
+        if signal == "stem colour":
+            image = standardised(*stem_colour_features(es.queries, es.pool, data))
+        else:
+            embedder = images[signal]
+            image = standardised(
+                embedder.embed(es.queries, image_root=data), embedder.embed(es.pool, image_root=data)
+            )
         curves[signal] = {}
         for w in WEIGHTS:
             scores = mixed(text, image, w)

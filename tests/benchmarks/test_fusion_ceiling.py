@@ -42,7 +42,7 @@ def simulated_record(seed: int, gain: dict[str, float], best_w: float, n: int = 
     for signal in fc.SIGNALS:
         curves[signal] = {}
         for w in fc.WEIGHTS:
-            rate = 0.2 + gain[signal] * max(0.0, 1 - abs(w - best_w) / 0.5)
+            rate = 0.2 + gain.get(signal, 0.0) * max(0.0, 1 - abs(w - best_w) / 0.5)
             hits = (u < rate).astype(float).tolist()
             curves[signal][str(w)] = {"recall@10": hits, "recall@100": hits}
     ids = [f"q{i}" for i in range(n)]
@@ -123,3 +123,20 @@ def test_a_replicate_without_a_finished_run_exits_2(tmp_path: Path, missing: str
     assert proc.returncode == 2, proc.stderr
     assert "needs results.json and runs/text-only/" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_stem_colour_features_group_images_by_colour(tmp_path: Path) -> None:
+    from PIL import Image
+
+    colours = {"r1": (220, 30, 30), "r2": (200, 40, 20), "b1": (30, 40, 210), "g1": (40, 190, 60)}
+    notes = []
+    for name, rgb in colours.items():
+        image = Image.new("RGB", (109, 109), (255, 255, 255))
+        image.paste(rgb, (20, 20, 89, 89))  # a coloured square on white, like an emoji
+        image.save(tmp_path / f"{name}.png")
+        notes.append({"note_id": name, "title": "", "content": "", "tags": [], "image": f"{name}.png"})
+    q, p = fc.stem_colour_features(notes[:1], notes[1:], tmp_path)
+    assert q.shape == (1, 64) and p.shape == (3, 64)
+    assert np.allclose(np.linalg.norm(np.concatenate([q, p]), axis=1), 1.0, atol=1e-5)
+    # The red query's nearest note is the other red one, not blue or green.
+    assert int(np.argmax(p @ q[0])) == 0
