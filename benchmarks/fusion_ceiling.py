@@ -108,6 +108,16 @@ def stem_colour_features(queries: Any, pool: Any, data: Path) -> tuple[np.ndarra
     return tuple(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in (q, p))  # type: ignore[return-value]
 
 
+def cache_key(run: Path, query_ids: list[str]) -> dict[str, Any]:
+    """What a replicate's cached curves depend on, as JSON reads it back (lists, not tuples)."""
+    return {
+        "run": str(run.resolve()),
+        "queries": query_ids,
+        "weights": list(WEIGHTS),
+        "signals": list(SIGNALS),
+    }
+
+
 def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
     """Per signal and weight, per-query metrics of the mix on replicate `out`'s test split
     (cached in `out/fusion_ceiling.json` for the same run and queries)."""
@@ -121,7 +131,7 @@ def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
         )
     es = quality_eval_set(out)
     query_ids = [q["note_id"] for q in es.queries]
-    key = {"run": str(run.resolve()), "queries": query_ids, "weights": list(WEIGHTS), "signals": SIGNALS}
+    key = cache_key(run, query_ids)
     cache = out / CACHE
     if cache.exists():
         saved = json.loads(cache.read_text())

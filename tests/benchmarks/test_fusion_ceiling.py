@@ -140,3 +140,11 @@ def test_stem_colour_features_group_images_by_colour(tmp_path: Path) -> None:
     assert np.allclose(np.linalg.norm(np.concatenate([q, p]), axis=1), 1.0, atol=1e-5)
     # The red query's nearest note is the other red one, not blue or green.
     assert int(np.argmax(p @ q[0])) == 0
+
+
+def test_cache_key_survives_its_json_round_trip(tmp_path: Path) -> None:
+    """The cache is reused only if the key read back from JSON equals a fresh one."""
+    import json
+
+    key = fc.cache_key(tmp_path / "run", ["q1", "q2"])
+    assert json.loads(json.dumps(key)) == key and key["signals"] == list(fc.SIGNALS)
