@@ -15,10 +15,10 @@ where z standardises a query's scores over the pool, and the image signal is eit
   path starts from (the image-only baseline), or
 - `colour histogram`: the image's colours (4 levels per channel), a feature that keeps
   what this encoder drops (`benchmarks/reachability.py`).
-- `stem colour`: the same frozen encoder's colour statistics at its stem (what
-  `--vision efficientnet-lite0+stem` adds to every token: each stem channel's mean and
-  standard deviation, here over the whole image), each of the 64 values standardised
-  over the notes ranked.
+- `stem colour`: the same frozen encoder's colour statistics at its stem, as
+  `--vision efficientnet-lite0+stem` gives them in its CLS feature: each of the 32 stem
+  channels' per-cell mean and standard deviation, averaged over the cells. Each of the
+  64 values is standardised over the notes ranked.
 
 w = 0 is the text model alone. Each replicate's weight is chosen on the *other*
 replicates (leave one out), so the gain is never tuned on the queries it is measured
@@ -86,19 +86,20 @@ def mixed(text: np.ndarray, image: np.ndarray, w: float) -> np.ndarray:
 
 
 def stem_colour_features(queries: Any, pool: Any, data: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The 64 stem colour statistics of `efficientnet-lite0+stem` (its CLS after the 1280
-    final-layer features), each standardised over queries and pool, rows L2-normalised."""
+    """The 64 stem colour statistics of `efficientnet-lite0+stem` (the last 64 values of its
+    CLS feature), each standardised over queries and pool, rows L2-normalised."""
     from core.images import note_image
     from train.vision import build_vision
 
     vision = build_vision("efficientnet-lite0+stem")
+    stem_values = 2 * vision.STEM_CHANNELS
 
     def features(notes: Any) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for s in range(0, len(notes), 32):
                 pixels = torch.stack([vision.transform(note_image(n, data)[0]) for n in notes[s : s + 32]])
-                out.append(vision(pixels)[0][:, 1280:].numpy())
+                out.append(vision(pixels)[0][:, -stem_values:].numpy())
         return np.concatenate(out)
 
     q, p = features(queries), features(pool)
@@ -106,6 +107,14 @@ def stem_colour_features(queries: Any, pool: Any, data: Path) -> tuple[np.ndarra
     mean, std = both.mean(axis=0), both.std(axis=0)
     q, p = ((x - mean) / np.where(std > 0, std, 1.0) for x in (q, p))
     return tuple(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in (q, p))  # type: ignore[return-value]
+
+
+def image_features(signal: str, queries: Any, pool: Any, data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One of SIGNALS for the queries and the pool: (Q, D) and (P, D)."""
+    if signal == "stem colour":
+        return stem_colour_features(queries, pool, data)
+    embedder = image_only_embedder(None) if signal == "frozen encoder" else ColourHistogramEmbedder()
+    return embedder.embed(queries, image_root=data), embedder.embed(pool, image_root=data)
 
 
 def cache_key(run: Path, query_ids: list[str]) -> dict[str, Any]:
@@ -145,16 +154,9 @@ def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
         text_model.embed(es.queries, image_root=data), text_model.embed(es.pool, image_root=data)
     )
     console.print(f"{out}: {run_name} embedded {len(es.queries)} queries + {len(es.pool)} pool notes")
-    images = {"frozen encoder": image_only_embedder(None), "colour histogram": ColourHistogramEmbedder()}
     curves: dict[str, dict[str, dict[str, list[float]]]] = {}
     for signal in SIGNALS:
-        if signal == "stem colour":
-            image = standardised(*stem_colour_features(es.queries, es.pool, data))
-        else:
-            embedder = images[signal]
-            image = standardised(
-                embedder.embed(es.queries, image_root=data), embedder.embed(es.pool, image_root=data)
-            )
+        image = standardised(*image_features(signal, es.queries, es.pool, data))
         curves[signal] = {}
         for w in WEIGHTS:
             scores = mixed(text, image, w)
