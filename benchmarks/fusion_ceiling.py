@@ -50,7 +50,7 @@ from quality import quality_eval_set  # the sibling script (benchmarks/ is on sy
 from core.bootstrap import Bootstrap, pooled_intervals, pooled_paired_intervals
 from core.errors import UserError
 from core.io import atomic_path, write_json_atomic
-from retriever.baselines import image_only_embedder
+from retriever.baselines import VisionFeatureEmbedder, image_only_embedder
 from retriever.evaluate import evaluate_scores
 from retriever.oracles import ColourHistogramEmbedder
 from retriever.report import (
@@ -88,21 +88,12 @@ def mixed(text: np.ndarray, image: np.ndarray, w: float) -> np.ndarray:
 def stem_colour_features(queries: Any, pool: Any, data: Path) -> tuple[np.ndarray, np.ndarray]:
     """The 64 stem colour statistics of `efficientnet-lite0+stem` (the last 64 values of its
     CLS feature), each standardised over queries and pool, rows L2-normalised."""
-    from core.images import note_image
     from train.vision import build_vision
 
     vision = build_vision("efficientnet-lite0+stem")
+    encoder = VisionFeatureEmbedder(vision, "efficientnet-lite0+stem")
     stem_values = 2 * vision.STEM_CHANNELS
-
-    def features(notes: Any) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for s in range(0, len(notes), 32):
-                pixels = torch.stack([vision.transform(note_image(n, data)[0]) for n in notes[s : s + 32]])
-                out.append(vision(pixels)[0][:, -stem_values:].numpy())
-        return np.concatenate(out)
-
-    q, p = features(queries), features(pool)
+    q, p = (encoder.features(notes, image_root=data)[:, -stem_values:] for notes in (queries, pool))
     both = np.concatenate([q, p])
     mean, std = both.mean(axis=0), both.std(axis=0)
     q, p = ((x - mean) / np.where(std > 0, std, 1.0) for x in (q, p))

@@ -75,7 +75,21 @@ class VisionFeatureEmbedder:
         images: Sequence[Image.Image | None] | None = None,
         image_status: list[str] | None = None,
     ) -> np.ndarray:
-        """`core.contracts.Embedder.embed`: each image decoded once (or given in `images`)."""
+        """`core.contracts.Embedder.embed`: the CLS features, L2-normalised."""
+        cls = self.features(notes, image_root, batch_size, images=images, image_status=image_status)
+        return cls / np.maximum(np.linalg.norm(cls, axis=1, keepdims=True), 1e-12)
+
+    def features(
+        self,
+        notes: Sequence[Note],
+        image_root: str | Path | None = None,
+        batch_size: int = 32,
+        *,
+        images: Sequence[Image.Image | None] | None = None,
+        image_status: list[str] | None = None,
+    ) -> np.ndarray:
+        """The encoder's CLS feature per note, (len(notes), width) float32, as it comes
+        out (not normalised); each image decoded once (or given in `images`)."""
         if images is not None and len(images) != len(notes):
             raise ValueError(f"{len(images)} images for {len(notes)} notes")
 
@@ -93,7 +107,7 @@ class VisionFeatureEmbedder:
                     image_status.extend(status for _, status in loaded)
                 pixels = torch.stack([x for x, _ in loaded]).to(self.device)
                 cls, _ = self.vision(pixels)  # (b, width)
-                out[s : s + len(pixels)] = torch.nn.functional.normalize(cls.float(), dim=-1).cpu().numpy()
+                out[s : s + len(pixels)] = cls.float().cpu().numpy()
         return out
 
 
