@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -156,3 +157,31 @@ def test_edge_upsert_takes_any_float_rows(tmp_path: Path) -> None:
     store.upsert([], np.zeros((0, 8), np.float32), [])
     assert store.count() == 20
     store.close()
+
+
+def test_edge_search_threads_set_at_creation_and_on_reopen(tmp_path: Path) -> None:
+    """New shards get one search thread per query; a shard made with Edge's default pool
+    (as before `search_threads`) is switched when reopened, keeping its HNSW settings,
+    its points and its answers."""
+    config = tmp_path / "c" / "shard" / "edge_config.json"
+    x = _unit(np.random.default_rng(4), 50, 8)
+    ids = [point_id(f"n{i}") for i in range(50)]
+    hnsw = HnswParams(m=8, ef_construct=40, full_scan_threshold_kb=5, indexing_threshold_kb=20)
+    with EdgeStore(tmp_path / "c", hnsw=hnsw, search_threads=None) as old:
+        old.create(CollectionMeta("m", 8))
+        old.upsert(ids, x, [{"note_id": f"n{i}"} for i in range(50)])
+        before = [h.id for h in old.query(x[0], 5)]
+    assert "max_search_threads" not in json.loads(config.read_text())
+
+    with EdgeStore(tmp_path / "c") as reopened:  # default: one thread, HNSW params of its own
+        assert reopened.count() == 50
+        assert [h.id for h in reopened.query(x[0], 5)] == before
+    saved = json.loads(config.read_text())
+    assert saved["max_search_threads"] == 1
+    assert (saved["hnsw_config"]["m"], saved["hnsw_config"]["ef_construct"]) == (8, 40)
+    assert saved["hnsw_config"]["full_scan_threshold"] == 5
+    assert saved["optimizers"]["indexing_threshold"] == 20
+
+    with EdgeStore(tmp_path / "d") as new:
+        new.create(CollectionMeta("m", 8))
+    assert json.loads((tmp_path / "d" / "shard" / "edge_config.json").read_text())["max_search_threads"] == 1
