@@ -198,6 +198,66 @@ def in_process(store: EdgeStore, note_ids: list[str], queries: int, concurrency:
     return cell
 
 
+def app_cpu_per_get(ws: Path, checkpoint: Path, note_ids: list[str], queries: int, rounds: int = 5) -> dict:
+    """CPU per `GET /v1/related/{id}` inside the ASGI application, with no HTTP: the
+    FastAPI route against the fast path (`i2i.serve.fast_related`) and against the store
+    query alone (`related`). The three run on the same open collection and the same ids,
+    in alternating rounds; the median round of each is reported (microseconds)."""
+    from i2i.serve.app import create_app
+    from i2i.serve.server import build_service
+    from i2i.serve.settings import ServeSettings
+    from indexer.backends import StoreSpec
+
+    settings = ServeSettings(checkpoint=checkpoint, store=StoreSpec(workspace=ws))
+    service, _ = build_service(settings)
+    apps = {
+        "fast path": create_app(settings, service),
+        "FastAPI route": create_app(settings, service, fast_related=False),
+    }
+    rng = random.Random(3)
+    ids = [rng.choice(note_ids) for _ in range(queries)]
+
+    async def get(app: Callable, note_id: str) -> None:
+        path = f"/v1/related/{note_id}"
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET"}
+        scope |= {"scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"k=10"}
+        scope |= {"root_path": "", "headers": [(b"host", b"127.0.0.1")], "client": (HOST, 1)}
+        status = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        assert status == [200], status
+
+    async def measure() -> dict[str, list[float]]:
+        for app in apps.values():  # warm
+            for note_id in ids[:200]:
+                await get(app, note_id)
+        samples: dict[str, list[float]] = {"store query (`related`)": [], **{name: [] for name in apps}}
+        for _ in range(rounds):
+            t = time.process_time()
+            for note_id in ids:
+                related(service.store, note_id, 10)
+            samples["store query (`related`)"].append(time.process_time() - t)
+            for name, app in apps.items():
+                t = time.process_time()
+                for note_id in ids:
+                    await get(app, note_id)
+                samples[name].append(time.process_time() - t)
+        return samples
+
+    try:
+        samples = asyncio.run(measure())
+    finally:
+        service.close()
+    return {name: float(np.median(v)) / queries * 1e6 for name, v in samples.items()}
+
+
 def cli_per_query(ws: Path, note_ids: list[str], queries: int, time_limit: float) -> Cell:
     """One `i2i related ID --json` process per query."""
     cell = Cell("one `i2i related` process per query", 1)
@@ -417,6 +477,15 @@ def main() -> None:
         for _ in range(50):  # warm caches
             related(store, warm.choice(note_ids), 10)
         base = {c: in_process(store, note_ids, args.in_process_queries, c) for c in sorted({1, *levels})}
+    app_cpu = app_cpu_per_get(ws, checkpoint, note_ids, args.in_process_queries)
+    results["app_cpu_us_per_get"] = app_cpu
+    store_us = app_cpu["store query (`related`)"]
+    console.print(
+        "CPU per GET inside the app (no HTTP), median of 5 alternating rounds: "
+        + "; ".join(
+            f"{name} {us:.0f} us ({us - store_us:+.0f} over the store)" for name, us in app_cpu.items()
+        )
+    )
     cli = cli_per_query(ws, note_ids, args.cli_queries, args.time_limit)
     server = Server(checkpoint, ws, log)
     get_cells = []

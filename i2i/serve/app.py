@@ -30,6 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.batching import BatcherClosed, QueueFull
 from i2i.serve.errors import ApiError, error_body
+from i2i.serve.fast_related import ROUTE as FAST_ROUTE
+from i2i.serve.fast_related import FastRelated
 from i2i.serve.guard import BodyLimit, bearer_guard
 from i2i.serve.metrics import Metrics, RequestMetrics
 from i2i.serve.notes_in import NoteIn, NotesIn, read_note, read_note_batch
@@ -100,9 +102,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _related_json(note_id: str | None, results: list[Related]) -> Response:
+def related_body(note_id: str | None, results: list[Related]) -> bytes:
     body = {"note_id": note_id, "related": [r.to_dict() for r in results]}
-    return Response(json.dumps(body, ensure_ascii=False).encode(), media_type=JSON)
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+def _related_json(note_id: str | None, results: list[Related]) -> Response:
+    return Response(related_body(note_id, results), media_type=JSON)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -147,8 +153,13 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
 
-def create_app(settings: ServeSettings, service: NoteService, metrics: Metrics | None = None) -> FastAPI:
+def create_app(
+    settings: ServeSettings, service: NoteService, metrics: Metrics | None = None, fast_related: bool = True
+) -> FastAPI:
     """The application over an open `service` (whose store and model are loaded).
+
+    `fast_related` answers well-formed `GET /v1/related/{note_id}` requests in an ASGI
+    middleware instead of FastAPI's routing (`i2i.serve.fast_related`; same bytes out).
 
     The lifespan flushes the store `settings.flush_interval_s` after writes, and on
     shutdown (after uvicorn has drained in-flight requests) finishes queued embeddings
@@ -268,6 +279,12 @@ def create_app(settings: ServeSettings, service: NoteService, metrics: Metrics |
         await service.delete(note_id)
         return JSONResponse({"note_id": note_id, "status": "deleted"})
 
+    if fast_related:
+        route = next(r for r in app.routes if getattr(r, "path", None) == FAST_ROUTE)
+        api_key = settings.api_key if settings.auth_all else None
+        app.add_middleware(
+            FastRelated, service=service, limits=limits, route=route, render=related_body, api_key=api_key
+        )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

@@ -445,3 +445,93 @@ def test_app_over_a_qdrant_client_store(checkpoints: tuple[Path, Path], tmp_path
         asyncio.run(main())
     finally:
         service.close()
+
+
+def test_fast_related_path_answers_like_the_fastapi_route(
+    checkpoints: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`GET /v1/related/{id}`'s ASGI fast path against the FastAPI route it shortcuts, on
+    one embedded Edge collection, with reads behind the key (`--auth-all`): the same
+    status, headers and bytes for answers and errors alike, and the same metrics label."""
+    import asyncio
+
+    from i2i.serve.app import create_app, related_body
+    from i2i.serve.fast_related import FastRelated
+    from i2i.serve.guard import Receive, Scope, Send
+    from i2i.serve.metrics import Metrics
+    from i2i.serve.server import build_service
+    from i2i.serve.settings import Limits, ServeSettings
+    from indexer.backends import StoreSpec
+
+    settings = ServeSettings(
+        checkpoint=checkpoints[0],
+        store=StoreSpec(workspace=tmp_path / "ws"),
+        limits=Limits(max_k=5),
+        api_key=KEY,
+        auth_all=True,
+    )
+    service, _ = build_service(settings)
+    assert service.inline_store  # the embedded store: the path the fast route serves
+    fast_metrics, plain_metrics = Metrics(), Metrics()
+    fast = create_app(settings, service, fast_metrics)
+    plain = create_app(settings, service, plain_metrics, fast_related=False)
+    notes = [{"note_id": f"f{i}", "title": f"note {i} é", "content": "word " * i} for i in range(8)]
+    requests = [
+        ("/v1/related/f1", AUTH),
+        ("/v1/related/f1?k=3", AUTH),
+        ("/v1/related/f2?k=5", AUTH),
+        ("/v1/related/f1?k=6", AUTH),  # over --max-k: 422
+        ("/v1/related/f1?k=0", AUTH),
+        ("/v1/related/f1?k=x", AUTH),
+        ("/v1/related/f1?k=3&k=4", AUTH),
+        ("/v1/related/f1?other=1", AUTH),
+        ("/v1/related/nope", AUTH),  # 404
+        ("/v1/related/f1/", AUTH),  # no route
+        ("/v1/related/f1", {}),  # 401
+        ("/v1/related/f1", {"Authorization": "Bearer wrong"}),
+        ("/v1/related/f1", {"Authorization": f"bearer {KEY}"}),  # the scheme is case-insensitive
+        ("/v1/related/" + "x" * 300, AUTH),  # over the id limit
+    ]
+
+    async def main() -> None:
+        clients = [
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve")
+            for app in (fast, plain)
+        ]
+        async with clients[0] as a, clients[1] as b:
+            r = await b.post("/v1/notes", json={"notes": notes}, headers=AUTH)
+            assert r.status_code == 200, r.text
+            for url, headers in requests:
+                ra, rb = await a.get(url, headers=headers), await b.get(url, headers=headers)
+                assert (ra.status_code, ra.content) == (rb.status_code, rb.content), url
+                assert dict(ra.headers) == dict(rb.headers), url
+            ok, _ = (
+                await a.get("/v1/related/f1?k=3", headers=AUTH),
+                await b.get("/v1/related/f1?k=3", headers=AUTH),
+            )
+            assert ok.status_code == 200 and len(ok.json()["related"]) == 3
+            assert "f1" not in {x["note_id"] for x in ok.json()["related"]}
+
+            # Which requests the fast path answers itself: with FastAPI's app replaced by
+            # one that answers 599, those come back 200 and every other one 599.
+            async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+                await send({"type": "http.response.start", "status": 599, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+
+            only = FastRelated(inner, service, settings.limits, route=None, render=related_body, api_key=KEY)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=only), base_url="http://s") as c:
+                statuses = [(await c.get(url, headers=headers)).status_code for url, headers in requests]
+            assert statuses == [200, 200, 200] + [599] * (len(requests) - 3)
+
+    try:
+        asyncio.run(main())
+    finally:
+        service.close()
+
+    def counts(metrics: Metrics) -> set[str]:
+        lines = metrics.render().decode().splitlines()
+        return {line for line in lines if line.startswith("i2i_http_requests_total{")}
+
+    # Both apps counted the same requests under the same labels (the POST went to `plain`).
+    post = 'i2i_http_requests_total{method="POST",route="/v1/notes",status="200"} 1.0'
+    assert counts(fast_metrics) == counts(plain_metrics) - {post}
