@@ -8,6 +8,8 @@ no neighbourhoods and say nothing about HNSW recall):
   `optimize()` takes to build the HNSW index;
 - `related` latency p50 / p99 and sequential throughput, through `retriever.related`
   (retrieve the note's vector by id, query with the note excluded), exactly as the CLI;
+  and the same queries with Edge's own search pool instead of one thread per query
+  (`indexer.edge.SEARCH_THREADS`), latency and CPU per query;
 - the same queries answered by exact brute force (one matmul + top-k over all points,
   numpy and torch), latency p50 / p99 and throughput, in the same process;
 - ANN recall@10 against the exact answer;
@@ -121,6 +123,21 @@ def run_size(
         ann_cpu.append(time.process_time() - c)
         ann_ids.append({r.note_id for r in res})
 
+    # The same queries with Edge's own search pool (8 threads) instead of one thread per
+    # query (`indexer.edge.SEARCH_THREADS`): the peer for that setting.
+    store.close()
+    store = EdgeStore(path, hnsw=hnsw, search_threads=0)
+    for i in qidx[:20]:
+        related(store, note_ids[i], 10)
+    pool_lat, pool_cpu = [], []
+    for i in qidx:
+        t, c = time.perf_counter(), time.process_time()
+        related(store, note_ids[i], 10)
+        pool_lat.append(time.perf_counter() - t)
+        pool_cpu.append(time.process_time() - c)
+    store.close()
+    store = EdgeStore(path, hnsw=hnsw)
+
     # Exact brute force over every point, one query at a time (what `related` would do
     # without an index): matmul + top-k, excluding the note itself.
     def exact_np(i: int) -> np.ndarray:
@@ -176,6 +193,10 @@ def run_size(
         "edge_p50_ms": pct(ann_lat, 50),
         "edge_p99_ms": pct(ann_lat, 99),
         "edge_qps": len(ann_lat) / sum(ann_lat),
+        "edge_pool_p50_ms": pct(pool_lat, 50),
+        "edge_pool_p99_ms": pct(pool_lat, 99),
+        "edge_pool_cpu_p50_ms": pct(pool_cpu, 50),
+        "edge_pool_cpu_p99_ms": pct(pool_cpu, 99),
         "numpy_p50_ms": pct(np_lat, 50),
         "numpy_p99_ms": pct(np_lat, 99),
         "numpy_qps": len(np_lat) / sum(np_lat),
@@ -391,6 +412,13 @@ def main() -> None:
             f"{r['recall@10']:.3f}",
         )
     console.print(table)
+    for r in rows:
+        one, pool = r["edge_cpu_p50_ms"], r["edge_pool_cpu_p50_ms"]
+        console.print(
+            f"{r['n']:,} x {r['dim']}: one search thread per query p50 {r['edge_p50_ms']:.3f} ms, CPU p50 "
+            f"{one:.3f} ms; Edge's search pool p50 {r['edge_pool_p50_ms']:.3f} ms, CPU p50 "
+            f"{pool:.3f} ms ({pool / one:.2f}x the CPU)"
+        )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 # Threads one query may use. Edge's own default is a pool of 8 "edge-search" threads,
 # which on 2 cores spends 2.2x the CPU of one thread per query (400 against 180 us on
 # 100k x 64) and answers no sooner; a server answering many queries at once wants each
-# on one core. None keeps Edge's default. Stored in the shard's config.
+# on one core. 0 is Edge's automatic pool. Stored in the shard's config.
 SEARCH_THREADS = 1
 
 
@@ -79,7 +79,7 @@ class EdgeStore(VectorStore):
         path: str | Path,
         hnsw: HnswParams | None = None,
         lock_timeout: float | None = None,
-        search_threads: int | None = SEARCH_THREADS,
+        search_threads: int = SEARCH_THREADS,
     ) -> None:
         self.path = Path(path)
         self.hnsw = hnsw or HnswParams()
@@ -144,7 +144,7 @@ class EdgeStore(VectorStore):
     def _load(self, shard_dir: Path) -> qe.EdgeShard:
         """Load an existing shard with this store's `search_threads`, keeping the HNSW
         and optimizer settings it was created with (Edge rewrites its config file when
-        given one; only collections made before `search_threads` existed need that)."""
+        given one: a shard made before `search_threads`, or last opened with another value)."""
         on_disk = json.loads((shard_dir / "edge_config.json").read_text())
         if on_disk.get("max_search_threads") == self.search_threads:
             return qe.EdgeShard.load(str(shard_dir))

@@ -160,18 +160,20 @@ def test_edge_upsert_takes_any_float_rows(tmp_path: Path) -> None:
 
 
 def test_edge_search_threads_set_at_creation_and_on_reopen(tmp_path: Path) -> None:
-    """New shards get one search thread per query; a shard made with Edge's default pool
-    (as before `search_threads`) is switched when reopened, keeping its HNSW settings,
-    its points and its answers."""
+    """New shards get one search thread per query; a shard made before `search_threads`
+    (no such key in its config: Edge's automatic pool) is switched when reopened, keeping
+    its HNSW settings, its points and its answers; 0 asks for the pool again."""
     config = tmp_path / "c" / "shard" / "edge_config.json"
     x = _unit(np.random.default_rng(4), 50, 8)
     ids = [point_id(f"n{i}") for i in range(50)]
     hnsw = HnswParams(m=8, ef_construct=40, full_scan_threshold_kb=5, indexing_threshold_kb=20)
-    with EdgeStore(tmp_path / "c", hnsw=hnsw, search_threads=None) as old:
+    with EdgeStore(tmp_path / "c", hnsw=hnsw) as old:
         old.create(CollectionMeta("m", 8))
         old.upsert(ids, x, [{"note_id": f"n{i}"} for i in range(50)])
         before = [h.id for h in old.query(x[0], 5)]
-    assert "max_search_threads" not in json.loads(config.read_text())
+    older = json.loads(config.read_text())
+    del older["max_search_threads"]  # as the shards written before it
+    config.write_text(json.dumps(older))
 
     with EdgeStore(tmp_path / "c") as reopened:  # default: one thread, HNSW params of its own
         assert reopened.count() == 50
@@ -182,6 +184,6 @@ def test_edge_search_threads_set_at_creation_and_on_reopen(tmp_path: Path) -> No
     assert saved["hnsw_config"]["full_scan_threshold"] == 5
     assert saved["optimizers"]["indexing_threshold"] == 20
 
-    with EdgeStore(tmp_path / "d") as new:
-        new.create(CollectionMeta("m", 8))
-    assert json.loads((tmp_path / "d" / "shard" / "edge_config.json").read_text())["max_search_threads"] == 1
+    with EdgeStore(tmp_path / "c", search_threads=0) as pooled:
+        assert [h.id for h in pooled.query(x[0], 5)] == before
+    assert json.loads(config.read_text())["max_search_threads"] == 0
