@@ -8,5 +8,6 @@
 - `guard`: API key (bearer token) and request body limits.
 - `metrics`: Prometheus metrics (per-route requests and latency, batch sizes, queue,
   collection size).
-- `app`: the FastAPI application (routes, errors, lifespan); `server`: uvicorn.
+- `app`: the FastAPI application (routes, errors, lifespan); `fast_related`: the ASGI
+  fast path for well-formed `GET /v1/related/{id}` in front of it; `server`: uvicorn.
 """
