@@ -26,3 +26,18 @@ def test_neighbour_overlap_counts_shared_top_k() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(30, 8))
     assert embed_throughput.neighbour_overlap(x, x + 1e-9, k=5) == 1.0  # far below the gaps
+
+
+def test_gemm_gflops_counts_two_flops_per_multiply_add() -> None:
+    """A product's rate is 2*m*k*n per call over the time: positive, finite, and a tiny
+    product (all overhead) is slower per flop than a large one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tiny = embed_throughput.gemm_gflops(2, 2, 2, torch.float32, seconds=0.05)
+        large = embed_throughput.gemm_gflops(256, 256, 256, torch.float32, seconds=0.2)
+    finally:
+        torch.set_num_threads(threads)
+    assert 0 < tiny < large < 10_000
