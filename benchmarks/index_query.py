@@ -17,6 +17,7 @@ no neighbourhoods and say nothing about HNSW recall):
 
     .venv/bin/python benchmarks/index_query.py                 # all three sizes
     .venv/bin/python benchmarks/index_query.py --sizes 100k:64 --queries 300
+    .venv/bin/python benchmarks/index_query.py --build-only --sizes 1m:64   # HNSW build vs raw Edge
 
 Results print as a table (with ratios, brute force / Edge) and go to
 `bench_out/index_query/results.json`. The target: at 1M x 64, `related` p99 at least
@@ -343,6 +344,59 @@ def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[
     return rates
 
 
+def build_times(n: int, d: int, out: Path, batch: int, repeats: int = 2) -> dict[str, list[dict[str, float]]]:
+    """HNSW build at n x d: the index's store against raw Edge, each loaded then optimized.
+
+    - `index_store`: `EdgeStore.upsert` with the payload `i2i index` writes (`note_id`,
+      `title`, `content_hash`), then `optimize()`;
+    - `raw_edge`: `EdgeShard.update` with `tolist()` rows and no payload, then `optimize()`.
+
+    Alternating, `repeats` runs each; upsert and build are timed apart (wall and CPU)."""
+    import qdrant_edge as qe
+
+    from indexer.job import note_payload
+
+    x = clustered(n, d, centres=max(100, n // 500))
+    note_ids = [f"n{i:07d}" for i in range(n)]
+    ids = [point_id(t) for t in note_ids]
+    runs: dict[str, list[dict[str, float]]] = {"raw_edge": [], "index_store": []}
+    for rep in range(repeats):
+        for name in list(runs)[rep % 2 :] + list(runs)[: rep % 2]:
+            path = out / f"build_{name}"
+            shutil.rmtree(path, ignore_errors=True)
+            store = EdgeStore(path)
+            store.create(CollectionMeta(model_id="bench", dim=d))
+            gc.collect()
+            t = time.perf_counter()
+            for s in range(0, n, batch):
+                if name == "index_store":
+                    pays = [
+                        note_payload(i, f"title of note {i}", "0123456789abcdef")
+                        for i in note_ids[s : s + batch]
+                    ]
+                    store.upsert(ids[s : s + batch], x[s : s + batch], pays)
+                else:
+                    rows = x[s : s + batch].tolist()
+                    points = [qe.Point(i, v, None) for i, v in zip(ids[s : s + batch], rows, strict=True)]
+                    store.shard.update(qe.UpdateOperation.upsert_points(points))
+            store.flush()
+            upsert_s = time.perf_counter() - t
+            t, c = time.perf_counter(), time.process_time()
+            store.optimize()
+            build_s, build_cpu_s = time.perf_counter() - t, time.process_time() - c
+            assert store.indexed_vectors() == n
+            store.close()
+            shutil.rmtree(path, ignore_errors=True)
+            runs[name].append(
+                {"upsert_pts_per_s": n / upsert_s, "build_s": build_s, "build_cpu_s": build_cpu_s}
+            )
+            console.print(
+                f"{name:>11}: upsert {n / upsert_s:,.0f} pts/s, HNSW build {build_s:.1f} s "
+                f"({build_cpu_s:.1f} s CPU)"
+            )
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100k:64,1m:64,100k:1024", help="comma list of N:DIM (k/m suffixes)")
@@ -363,8 +417,27 @@ def main() -> None:
         action="store_true",
         help="only bulk-load rates: i2i index --vectors vs store.upsert vs raw Edge (no HNSW, no queries)",
     )
+    ap.add_argument(
+        "--build-only",
+        action="store_true",
+        help="only the HNSW build: the index's store (with payload) vs raw Edge (none), --repeats 2",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.build_only:
+        builds = {
+            f"{n}x{d}": build_times(n, d, args.out, args.batch, min(args.repeats, 2))
+            for n, d in map(parse_size, args.sizes.split(","))
+        }
+        (args.out / "build_times.json").write_text(json.dumps(builds, indent=2))
+        for size, runs in builds.items():
+            ours = [r["build_s"] for r in runs["index_store"]]
+            raw = [r["build_s"] for r in runs["raw_edge"]]
+            console.print(
+                f"{size}: HNSW build {min(ours):.1f}-{max(ours):.1f} s for the index's store, "
+                f"{min(raw):.1f}-{max(raw):.1f} s raw Edge ({min(ours) / min(raw):.2f}x, best against best)"
+            )
+        return
     if args.load_only:
         results = {
             f"{n}x{d}": load_rates(n, d, args.out, args.batch, args.repeats)
