@@ -146,6 +146,9 @@ def load_checkpoint(
     directory = Path(directory)
     _require(directory)
     config = ModelConfig.from_json(directory / "config.json")
+    if "fusion_residual" not in json.loads((directory / "config.json").read_text()):
+        # Saved before late fusion had the residual (configs are saved whole): trained without it.
+        config = dataclasses.replace(config, fusion_residual=False)
     llm, tokenizer = load_llm(config, checkpoint_dir=directory)
     vision = (
         build_vision(config.vision, config.vision_config, config.image_size, pretrained=False)

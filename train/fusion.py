@@ -3,11 +3,18 @@ LLM embedding (NoteLLM-2's late fusion).
 
     v     = W_v · cls                      W_v: vision width -> d, no bias
     z     = sigmoid(W_g · [h ; v])         W_g: 2d -> d, no bias, Xavier-normal init
-    fused = z * h + (1 - z) * v            per dimension
+    fused = z * h + (1 - z) * v  (+ h)     per dimension
 
 `h` is an LLM embedding (the multimodal one, and with mICL the visual one too; the same
 gate serves both). The gate re-injects the image's global feature that the LLM tends
 to drop.
+
+`residual` adds `h` back, as the authors' code does (its `Gate.forward` returns
+`z * h + (1 - z) * v + h`); the paper's equation has no such term. Without it, the gate
+decides per dimension how much of `h` survives, and an LLM state's few huge dimensions
+(SmolLM2: one of |47| in a state of norm 59) saturate `W_g · [h ; v]` the same way for
+every note: about a fifth of the dimensions then keep almost nothing of `h` (z < 0.05),
+whatever the note says (README, "The late-fusion residual").
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from torch import nn
 
 
 class LateFusion(nn.Module):
-    def __init__(self, vision_width: int, hidden: int, init_gain: float = 1.0):
+    def __init__(self, vision_width: int, hidden: int, init_gain: float = 1.0, residual: bool = True):
         super().__init__()
+        self.residual = residual
         self.vision_proj = nn.Linear(vision_width, hidden, bias=False)  # W_v
         self.gate = nn.Linear(2 * hidden, hidden, bias=False)  # W_g
         nn.init.xavier_normal_(self.gate.weight)
@@ -31,9 +39,10 @@ class LateFusion(nn.Module):
 
     def shares(self, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The two summands of the fused embedding and the gate: `h`, `v`: (B, d) ->
-        (LLM share z * h, image share (1 - z) * v, gate z), each (B, d)."""
+        (LLM share z * h (+ h), image share (1 - z) * v, gate z), each (B, d)."""
         z = torch.sigmoid(self.gate(torch.cat([h, v], dim=-1)))  # (B, d)
-        return z * h, (1 - z) * v, z
+        llm_share = (1 + z) * h if self.residual else z * h
+        return llm_share, (1 - z) * v, z
 
     def forward(self, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`h`, `v`: (B, d) -> (fused (B, d), gate z (B, d))."""

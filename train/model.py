@@ -139,7 +139,7 @@ class NoteLLM2(nn.Module):
         self.hidden_size = hidden
         self.connector = build_connector(vision.width, hidden, config) if vision is not None else None
         self.fusion = (
-            LateFusion(vision.width, hidden, config.fusion_init_gain)
+            LateFusion(vision.width, hidden, config.fusion_init_gain, config.fusion_residual)
             if (vision is not None and config.uses_late_fusion)
             else None
         )

@@ -92,8 +92,10 @@ def test_split_pairs_layout() -> None:
         NoteEmbeddings(torch.zeros(3, 2)).split_pairs()
 
 
-def test_gate_equals_hand_computed_values() -> None:
-    fusion = LateFusion(vision_width=1, hidden=2)
+@pytest.mark.parametrize("residual", [True, False])
+def test_gate_equals_hand_computed_values(residual: bool) -> None:
+    """fused = z*h + (1-z)*v, plus h with the residual (the authors' `Gate.forward`)."""
+    fusion = LateFusion(vision_width=1, hidden=2, residual=residual)
     with torch.no_grad():
         fusion.vision_proj.weight.copy_(torch.tensor([[1.0], [2.0]]))  # W_v
         fusion.gate.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.5, 0.0, -0.25]]))  # W_g
@@ -105,7 +107,9 @@ def test_gate_equals_hand_computed_values() -> None:
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     z1, z2 = sig(1.0), sig(0.5 * -1.0 - 0.25 * 6.0)  # z = sigmoid(W_g [h; v])
     assert z[0].tolist() == pytest.approx([z1, z2], rel=1e-6)
-    assert fused[0].tolist() == pytest.approx([z1 * 1 + (1 - z1) * 3, z2 * -1 + (1 - z2) * 6], rel=1e-6)
+    mixed = [z1 * 1 + (1 - z1) * 3, z2 * -1 + (1 - z2) * 6]
+    expected = [mixed[0] + 1, mixed[1] - 1] if residual else mixed
+    assert fused[0].tolist() == pytest.approx(expected, rel=1e-6)
 
 
 def test_gate_init_is_xavier_normal_without_bias() -> None:

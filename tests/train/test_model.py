@@ -3,6 +3,9 @@ positions and pooling are right under both paddings and with pad == EOS."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -255,3 +258,32 @@ def test_collator_is_picklable_for_dataloader_workers() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="pixel_values"):
         collator(tiny_notes(2))
+
+
+def test_late_fusion_residual_is_the_default_and_old_checkpoints_load_without_it(tmp_path: Path) -> None:
+    """New configs add h back after the gate (the authors' code); a checkpoint saved before
+    `fusion_residual` existed was trained without it and must embed as it was trained."""
+    import json
+
+    from train.checkpoint import load_checkpoint, save_checkpoint
+
+    config = tiny_model_config(variant="notellm2")
+    assert config.fusion_residual and ModelConfig().fusion_residual
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    assert model.fusion.residual
+    save_checkpoint(model, tmp_path / "new")
+    assert load_checkpoint(tmp_path / "new").fusion.residual
+
+    torch.manual_seed(0)
+    old = build_model(dataclasses.replace(config, fusion_residual=False)).eval()
+    save_checkpoint(old, tmp_path / "old")
+    saved = json.loads((tmp_path / "old" / "config.json").read_text())
+    del saved["fusion_residual"]  # as written before the field existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    reloaded = load_checkpoint(tmp_path / "old")
+    assert not reloaded.fusion.residual
+    batch = old.collate(tiny_notes(2), tiny_pixels(2))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(batch).multimodal, old(batch).multimodal)
+        assert not torch.allclose(model(batch).multimodal, old(batch).multimodal, atol=1e-4)
