@@ -1,12 +1,13 @@
 """Where does a trained notellm2 lose a modality? Rank the test split by each share of its
 late-fused embedding alone.
 
-Late fusion sums two shares, `fused = z * h + (1 - z) * v` (the LLM state and the
+Late fusion sums two shares, `fused = llm + image` with `llm = (1 + z) * h` (`z * h` for
+a model without `fusion_residual`) and `image = (1 - z) * v` (the LLM state and the
 projected image feature), and the head is linear, so the embedding is
-`normalize(head(z * h) + head((1 - z) * v))`. This script ranks the quality benchmark's
-test split (same queries, pool and relation slices) three ways, with bootstrap
-intervals: by the fused embedding (what the model serves), by the LLM's share alone
-`normalize(head(z * h))`, and by the image's share alone `normalize(head((1 - z) * v))`,
+`normalize(head(llm) + head(image))`. This script ranks the quality benchmark's test
+split (same queries, pool and relation slices) three ways, with bootstrap intervals: by
+the fused embedding (what the model serves), by the LLM's share alone
+`normalize(head(llm))`, and by the image's share alone `normalize(head(image))`,
 and reports the mean norm of each share of the multimodal embedding after the head. If a
 share alone ranks its relation well and the sum does not, the signal is there and is
 lost in the sum.

@@ -145,8 +145,9 @@ def load_checkpoint(
 
     directory = Path(directory)
     _require(directory)
-    config = ModelConfig.from_json(directory / "config.json")
-    if "fusion_residual" not in json.loads((directory / "config.json").read_text()):
+    text = (directory / "config.json").read_text()
+    config = ModelConfig.from_json(text)
+    if "fusion_residual" not in json.loads(text):
         # Saved before late fusion had the residual (configs are saved whole): trained without it.
         config = dataclasses.replace(config, fusion_residual=False)
     llm, tokenizer = load_llm(config, checkpoint_dir=directory)

@@ -20,16 +20,18 @@ The answer is byte for byte the route's (`tests/i2i/test_serve.py` compares them
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from i2i.serve.guard import ASGIApp, Receive, Scope, Send
 from i2i.serve.service import NoteNotFound, NoteService
 from i2i.serve.settings import Limits
+from retriever.related import Related
 
 PREFIX = "/v1/related/"
 ROUTE = PREFIX + "{note_id}"
 DEFAULT_K = 10
-HEADERS_JSON = b"application/json"
+CONTENT_TYPE_JSON = b"application/json"
 
 
 class FastRelated:
@@ -40,8 +42,8 @@ class FastRelated:
         app: ASGIApp,
         service: NoteService,
         limits: Limits,
-        route: Any,
-        render: Any,
+        route: Any,  # a Starlette route (None in a bare test)
+        render: Callable[[str, list[Related]], bytes],
         api_key: str | None = None,
     ) -> None:
         self.app = app
@@ -95,11 +97,6 @@ class FastRelated:
             return
         scope["route"] = self.route
         body = self.render(note_id, results)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", HEADERS_JSON)],
-            }
-        )
+        headers = [(b"content-length", str(len(body)).encode()), (b"content-type", CONTENT_TYPE_JSON)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
