@@ -1,8 +1,8 @@
 """Where does a trained notellm2 lose a modality? Rank the test split by each share of its
 late-fused embedding alone.
 
-Late fusion sums two shares, `fused = llm + image` with `llm = (1 + z) * h` (`z * h` for
-a model without `fusion_residual`) and `image = (1 - z) * v` (the LLM state and the
+Late fusion sums two shares, `fused = llm + image` with `llm = z * h` (`(1 + z) * h` for
+a model with `fusion_residual`) and `image = (1 - z) * v` (the LLM state and the
 projected image feature), and the head is linear, so the embedding is
 `normalize(head(llm) + head(image))`. This script ranks the quality benchmark's test
 split (same queries, pool and relation slices) three ways, with bootstrap intervals: by

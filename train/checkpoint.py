@@ -145,11 +145,7 @@ def load_checkpoint(
 
     directory = Path(directory)
     _require(directory)
-    text = (directory / "config.json").read_text()
-    config = ModelConfig.from_json(text)
-    if "fusion_residual" not in json.loads(text):
-        # Saved before late fusion had the residual (configs are saved whole): trained without it.
-        config = dataclasses.replace(config, fusion_residual=False)
+    config = ModelConfig.from_json((directory / "config.json").read_text())
     llm, tokenizer = load_llm(config, checkpoint_dir=directory)
     vision = (
         build_vision(config.vision, config.vision_config, config.image_size, pretrained=False)

@@ -9,12 +9,12 @@ LLM embedding (NoteLLM-2's late fusion).
 gate serves both). The gate re-injects the image's global feature that the LLM tends
 to drop.
 
-`residual` adds `h` back, as the authors' code does (its `Gate.forward` returns
-`z * h + (1 - z) * v + h`); the paper's equation has no such term. Without it, the gate
-decides per dimension how much of `h` survives, and an LLM state's few huge dimensions
-(SmolLM2: one of |47| in a state of norm 59) saturate `W_g · [h ; v]` the same way for
-every note: about a fifth of the dimensions then keep almost nothing of `h` (z < 0.05),
-whatever the note says (README, "The late-fusion residual").
+`residual` (off by default) adds `h` back: `z * h + (1 - z) * v + h`. The authors' first
+release did this; their "fix gate" commit removed it, so their code now runs the
+paper's equation, as i2i does by default. Without it, the gate decides per dimension
+how much of `h` survives, and an LLM state's few huge dimensions (SmolLM2: one of |47|
+in a state of norm 59) can saturate `W_g · [h ; v]` the same way for every note; the
+residual keeps at least `h` whatever the gate does (README, "The late-fusion residual").
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 
 
 class LateFusion(nn.Module):
-    def __init__(self, vision_width: int, hidden: int, init_gain: float = 1.0, residual: bool = True):
+    def __init__(self, vision_width: int, hidden: int, init_gain: float = 1.0, residual: bool = False):
         super().__init__()
         self.residual = residual
         self.vision_proj = nn.Linear(vision_width, hidden, bias=False)  # W_v

@@ -130,10 +130,11 @@ class ModelConfig:
     # say; at 1, SmolLM2's state h has ~9x the norm of v = W_v . cls, so the image starts
     # as about a tenth of the fused vector (README, "Scales at the seams").
     fusion_init_gain: float = 1.0
-    # Late fusion adds the LLM embedding back: fused = z*h + (1-z)*v + h, as the authors'
-    # code does (the paper's equation has no "+ h"). False is the equation as printed.
-    # Checkpoints saved before this field existed were trained without it (load_checkpoint).
-    fusion_residual: bool = True
+    # Late fusion as the paper prints it and the authors' code runs it: fused = z*h + (1-z)*v.
+    # True adds the LLM embedding back (fused = z*h + (1-z)*v + h), as the authors' first
+    # release did before their "fix gate" commit removed it (README, "The late-fusion
+    # residual"): an option, measured there, not the method.
+    fusion_residual: bool = False
     # mICL loss weights (w_t multimodal, w_v visual): 9:1 in every NoteLLM-2 run the paper
     # reports (its ablation sweeps 1, 3, 9 and 19 to 1); the reference code's 1:1 default
     # gives the image-only loss half the weight instead of a tenth.

@@ -67,11 +67,6 @@ def test_short_training_lowers_loss_and_beats_untrained_recall(
         val_max_queries=None,
         val_ks=(10,),
         lr=1e-3,
-        # The paper's late-fusion equation, not the residual default: this checks that the
-        # loop learns, and here only the image carries signal (the tiny LLM is random). The
-        # equation's gate can drop the noisy h within 30 steps; with the residual, h keeps
-        # at least its own weight and the image (|v| << |h| at init) needs far more steps.
-        model={"fusion_residual": False},
     )
     result = train(cfg, console=quiet())
     lines = [json.loads(line) for line in (tmp_path / "learn" / "metrics.jsonl").open()]

@@ -94,7 +94,7 @@ def test_split_pairs_layout() -> None:
 
 @pytest.mark.parametrize("residual", [True, False])
 def test_gate_equals_hand_computed_values(residual: bool) -> None:
-    """fused = z*h + (1-z)*v, plus h with the residual (the authors' `Gate.forward`)."""
+    """fused = z*h + (1-z)*v (the paper's equation), plus h with the residual option."""
     fusion = LateFusion(vision_width=1, hidden=2, residual=residual)
     with torch.no_grad():
         fusion.vision_proj.weight.copy_(torch.tensor([[1.0], [2.0]]))  # W_v

@@ -260,30 +260,31 @@ def test_collator_is_picklable_for_dataloader_workers() -> None:
         collator(tiny_notes(2))
 
 
-def test_late_fusion_residual_is_the_default_and_old_checkpoints_load_without_it(tmp_path: Path) -> None:
-    """New configs add h back after the gate (the authors' code); a checkpoint saved before
-    `fusion_residual` existed was trained without it and must embed as it was trained."""
+def test_late_fusion_is_the_papers_equation_by_default_and_the_residual_round_trips(tmp_path: Path) -> None:
+    """The default fuses as the paper and the authors' current code do (no `+ h`); a
+    config without the field (saved before it existed) loads that way; a residual model
+    saves and reloads with its residual, and embeds differently from the equation."""
     import json
 
     from train.checkpoint import load_checkpoint, save_checkpoint
 
     config = tiny_model_config(variant="notellm2")
-    assert config.fusion_residual and ModelConfig().fusion_residual
+    assert not config.fusion_residual and not ModelConfig().fusion_residual
     torch.manual_seed(0)
-    model = build_model(config).eval()
-    assert model.fusion.residual
-    save_checkpoint(model, tmp_path / "new")
-    assert load_checkpoint(tmp_path / "new").fusion.residual
+    plain = build_model(config).eval()
+    assert not plain.fusion.residual
+    save_checkpoint(plain, tmp_path / "plain")
+    saved = json.loads((tmp_path / "plain" / "config.json").read_text())
+    del saved["fusion_residual"]  # as written before the field existed
+    (tmp_path / "plain" / "config.json").write_text(json.dumps(saved))
+    reloaded = load_checkpoint(tmp_path / "plain")
+    assert not reloaded.fusion.residual
 
     torch.manual_seed(0)
-    old = build_model(dataclasses.replace(config, fusion_residual=False)).eval()
-    save_checkpoint(old, tmp_path / "old")
-    saved = json.loads((tmp_path / "old" / "config.json").read_text())
-    del saved["fusion_residual"]  # as written before the field existed
-    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
-    reloaded = load_checkpoint(tmp_path / "old")
-    assert not reloaded.fusion.residual
-    batch = old.collate(tiny_notes(2), tiny_pixels(2))
+    residual = build_model(dataclasses.replace(config, fusion_residual=True)).eval()
+    save_checkpoint(residual, tmp_path / "residual")
+    assert load_checkpoint(tmp_path / "residual").fusion.residual
+    batch = plain.collate(tiny_notes(2), tiny_pixels(2))
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(batch).multimodal, old(batch).multimodal)
-        assert not torch.allclose(model(batch).multimodal, old(batch).multimodal, atol=1e-4)
+        torch.testing.assert_close(reloaded(batch).multimodal, plain(batch).multimodal)
+        assert not torch.allclose(residual(batch).multimodal, plain(batch).multimodal, atol=1e-4)

@@ -30,6 +30,14 @@ def test_presets_are_valid_model_configs() -> None:
         preset("huge")
 
 
+def test_the_method_fuses_by_the_papers_equation_and_the_demo_adds_h_back() -> None:
+    """The paper's late fusion is the default; the CPU-budget `demo` preset (what `i2i demo`
+    and the quality benchmark train) keeps the LLM state with the residual."""
+    assert not ModelConfig().fusion_residual and not preset("tiny").fusion_residual
+    assert preset("demo").fusion_residual
+    assert not preset("demo", fusion_residual=False).fusion_residual
+
+
 def test_a_toml_model_table_names_a_preset(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('lr = 0.01\n\n[model]\npreset = "tiny"\nvariant = "basic"\n')
