@@ -145,7 +145,7 @@ def load_checkpoint(
 
     directory = Path(directory)
     _require(directory)
-    config = ModelConfig.from_json((directory / "config.json").read_text())
+    config = ModelConfig.from_json(directory / "config.json")
     llm, tokenizer = load_llm(config, checkpoint_dir=directory)
     vision = (
         build_vision(config.vision, config.vision_config, config.image_size, pretrained=False)
