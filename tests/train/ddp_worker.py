@@ -10,13 +10,16 @@ WORLD_SIZE=1 is the single-process reference.
 
 Teardown order (a rank that destroys the gloo group, or exits, while its peer is still
 talking to it can abort with "terminate called without an active exception"): every
-rank meets at a barrier once its work is done, then destroys the group, then exits.
+rank meets at a barrier once its work is done, then destroys the group, then leaves with
+`os._exit(0)` after flushing, so no C++ static destructor runs at interpreter exit (a
+still-joinable gloo thread there is the other way to that abort; CI saw one SIGABRT).
 For `train` the worker owns the group, so `train()` leaves it alone.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -70,3 +73,6 @@ if __name__ == "__main__":
         grads(Path(sys.argv[2]), int(sys.argv[3]))
     else:
         train_run(Path(sys.argv[2]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # a worker process only: the in-process reference returns normally
