@@ -336,7 +336,7 @@ def plot_differences(results: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("Recall@10 difference")
     ax.set_title(
         f"{results['data']}, {len(results['replicates'])} replicates, {results['queries']} queries\n"
-        "pooled paired 95% interval (thick), across replicates (thin), each replicate (dots)",
+        "pooled paired 95% interval (thick), across replicates (thin),\neach replicate (dots)",
         fontsize=9,
     )
     ax.grid(True, axis="x", alpha=0.3)
