@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -241,7 +242,12 @@ class NoteLLM2(nn.Module):
                 ) from None
             if self.llm_mode != "lora":
                 lcfg = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, target_modules="all-linear")
-                self.llm = get_peft_model(self.llm, lcfg)
+                with warnings.catch_warnings():
+                    # peft reads transformers' deprecated `is_gradient_checkpointing`; not ours to act on
+                    warnings.filterwarnings(
+                        "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+                    )
+                    self.llm = get_peft_model(self.llm, lcfg)
         else:
             if self.llm_mode == "lora":
                 raise UserError(
