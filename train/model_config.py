@@ -128,11 +128,11 @@ class ModelConfig:
     temperature_init: float = 3.0  # learnable t, logits scaled by exp(t) (~20 at start)
     # Late fusion's W_v starts at PyTorch's default init times this gain. The paper does not
     # say; at 1, SmolLM2's state h has ~9x the norm of v = W_v . cls, so the image starts
-    # as about a tenth of the fused vector (README, "Scales at the seams").
+    # as about a tenth of the fused vector (benchmarks/QUALITY.md, "Scales at the seams").
     fusion_init_gain: float = 1.0
     # Late fusion as the paper prints it and the authors' code runs it: fused = z*h + (1-z)*v.
     # True adds the LLM embedding back (fused = z*h + (1-z)*v + h), as the authors' first
-    # release did before their "fix gate" commit removed it (README, "The late-fusion
+    # release did before their "fix gate" commit removed it (benchmarks/QUALITY.md, "The late-fusion
     # residual"): an option, measured there, not the method.
     fusion_residual: bool = False
     # mICL loss weights (w_t multimodal, w_v visual): 9:1 in every NoteLLM-2 run the paper

@@ -84,7 +84,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # saturated by SmolLM2's huge state dimensions, can drop the text: on 8 paired
         # draws the residual was never behind, +0.008 [-0.000, +0.016] Recall@10 pooled
         # (across draws [+0.001, +0.015]), +0.047 [+0.021, +0.075] on text-related pairs,
-        # MRR +0.005 [+0.001, +0.010] (README, "The late-fusion residual").
+        # MRR +0.005 [+0.001, +0.010] (benchmarks/QUALITY.md, "The late-fusion residual").
         "fusion_residual": True,
     },
     # Tests and smoke runs: a tiny random model, no downloads, builds in well under a second.
