@@ -85,6 +85,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # draws the residual was never behind, +0.008 [-0.000, +0.016] Recall@10 pooled
         # (across draws [+0.001, +0.015]), +0.047 [+0.021, +0.075] on text-related pairs,
         # MRR +0.005 [+0.001, +0.010] (benchmarks/QUALITY.md, "The late-fusion residual").
+        # It needs mICL: late fusion *alone* with it fell 0.011 [0.003, 0.020] below basic
+        # on the same draws (README, "Where quality stands now"); train that variant with
+        # `fusion_residual = false`.
         "fusion_residual": True,
     },
     # Tests and smoke runs: a tiny random model, no downloads, builds in well under a second.
