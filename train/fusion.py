@@ -14,7 +14,9 @@ release did this; their "fix gate" commit removed it, so their code now runs the
 paper's equation, as i2i does by default. Without it, the gate decides per dimension
 how much of `h` survives, and an LLM state's few huge dimensions (SmolLM2: one of |47|
 in a state of norm 59) can saturate `W_g · [h ; v]` the same way for every note; the
-residual keeps at least `h` whatever the gate does (benchmarks/QUALITY.md, "The late-fusion residual").
+residual keeps at least `h` whatever the gate does (benchmarks/QUALITY.md, "The
+late-fusion residual"). It needs mICL: late fusion alone with it lost to basic (README,
+"Where quality stands now").
 """
 
 from __future__ import annotations

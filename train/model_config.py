@@ -132,8 +132,8 @@ class ModelConfig:
     fusion_init_gain: float = 1.0
     # Late fusion as the paper prints it and the authors' code runs it: fused = z*h + (1-z)*v.
     # True adds the LLM embedding back (fused = z*h + (1-z)*v + h), as the authors' first
-    # release did before their "fix gate" commit removed it (benchmarks/QUALITY.md, "The late-fusion
-    # residual"): an option, measured there, not the method.
+    # release did before their "fix gate" commit removed it (benchmarks/QUALITY.md, "The
+    # late-fusion residual"): an option, measured there, not the method.
     fusion_residual: bool = False
     # mICL loss weights (w_t multimodal, w_v visual): 9:1 in every NoteLLM-2 run the paper
     # reports (its ablation sweeps 1, 3, 9 and 19 to 1); the reference code's 1:1 default
