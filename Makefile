@@ -30,9 +30,10 @@ $(STAMP): pyproject.toml
 test: setup emoji-data  ## run the test suite (the emoji tests need the apt data)
 	$(VENV)/bin/pytest -q
 
-lint: setup
+lint: setup  ## ruff and mypy (the suite runs them too: tests/test_code_standard.py)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 demo: setup  ## the whole pipeline offline on embedded defaults
 	$(VENV)/bin/i2i demo --out demo

@@ -88,11 +88,11 @@ def mixed(text: np.ndarray, image: np.ndarray, w: float) -> np.ndarray:
 def stem_colour_features(queries: Any, pool: Any, data: Path) -> tuple[np.ndarray, np.ndarray]:
     """The 64 stem colour statistics of `efficientnet-lite0+stem` (the last 64 values of its
     CLS feature), each standardised over queries and pool, rows L2-normalised."""
-    from train.vision import build_vision
+    from train.vision import EfficientNetLite0Encoder, build_vision
 
     vision = build_vision("efficientnet-lite0+stem")
     encoder = VisionFeatureEmbedder(vision, "efficientnet-lite0+stem")
-    stem_values = 2 * vision.STEM_CHANNELS
+    stem_values = 2 * EfficientNetLite0Encoder.STEM_CHANNELS
     q, p = (encoder.features(notes, image_root=data)[:, -stem_values:] for notes in (queries, pool))
     both = np.concatenate([q, p])
     mean, std = both.mean(axis=0), both.std(axis=0)
@@ -150,9 +150,8 @@ def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
         image = standardised(*image_features(signal, es.queries, es.pool, data))
         curves[signal] = {}
         for w in WEIGHTS:
-            scores = mixed(text, image, w)
             res = evaluate_scores(
-                lambda idx, s=scores: s[idx], es, f"{signal}@{w}", boot=Bootstrap(resamples=1)
+                mixed(text, image, w).__getitem__, es, f"{signal}@{w}", boot=Bootstrap(resamples=1)
             )
             curves[signal][str(w)] = {m: np.round(res["per_query"][m], 6).tolist() for m in METRICS}
     record = {

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results: dict[str, Any] = {"run": str(args.run), "queries": len(es.queries), "pool": len(es.pool)}
     for share in SHARES:
-        model.fusion.forward = types.MethodType(fusion_forward(share), model.fusion)
+        model.fusion.forward = types.MethodType(fusion_forward(share), model.fusion)  # type: ignore[method-assign]
         r = evaluate_embedder(embedder, es, data, name=share, ann=False, boot=Bootstrap())
         results[share] = {
             "recall@10": with_interval(r["metrics"]["recall@10"], r["intervals"]["recall@10"]),

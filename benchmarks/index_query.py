@@ -432,10 +432,11 @@ def main() -> None:
         (args.out / "build_times.json").write_text(json.dumps(builds, indent=2))
         for size, runs in builds.items():
             ours = [r["build_s"] for r in runs["index_store"]]
-            raw = [r["build_s"] for r in runs["raw_edge"]]
+            raw_s = [r["build_s"] for r in runs["raw_edge"]]
             console.print(
                 f"{size}: HNSW build {min(ours):.1f}-{max(ours):.1f} s for the index's store, "
-                f"{min(raw):.1f}-{max(raw):.1f} s raw Edge ({min(ours) / min(raw):.2f}x, best against best)"
+                f"{min(raw_s):.1f}-{max(raw_s):.1f} s raw Edge "
+                f"({min(ours) / min(raw_s):.2f}x, best against best)"
             )
         return
     if args.load_only:

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -166,7 +167,7 @@ def child(engine: str, logs: Path, out: Path, threads: int, opts: dict[str, str]
     print(json.dumps({"engine": engine, "seconds": seconds, "peak_mb": max(own, children)}))
 
 
-def measure(engine: str, logs: Path, out: Path, threads: int, opts: dict[str, str]) -> dict[str, object]:
+def measure(engine: str, logs: Path, out: Path, threads: int, opts: dict[str, str]) -> dict[str, Any]:
     env = {**os.environ, "POLARS_MAX_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, __file__, "--child", engine, str(logs), str(out), "--threads", str(threads)]
     cmd += ["--memory-limit", opts["memory_limit"], "--spark-master", opts["spark_master"]]

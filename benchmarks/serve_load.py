@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -150,7 +151,7 @@ class Cell:
     def mean(self) -> float:
         return float(np.mean(self.latencies)) * 1e3 if self.latencies else float("nan")
 
-    def row(self) -> dict[str, float | int | str | None]:
+    def row(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "concurrency": self.concurrency,
@@ -219,7 +220,12 @@ def app_cpu_per_get(ws: Path, checkpoint: Path, note_ids: list[str], queries: in
 
     async def get(app: Callable, note_id: str) -> None:
         path = f"/v1/related/{note_id}"
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET"}
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+        }
         scope |= {"scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"k=10"}
         scope |= {"root_path": "", "headers": [(b"host", b"127.0.0.1")], "client": (HOST, 1)}
         status = []
@@ -531,7 +537,14 @@ def main() -> None:
     if not args.skip_embed:
         embed_rows = []
         for label, max_batch in (("batching on (max 32)", "32"), ("batching off (max 1)", "1")):
-            extra = ("--max-batch", max_batch, "--queue-size", "1024", "--threads", str(args.threads))
+            extra: tuple[str, ...] = (
+                "--max-batch",
+                max_batch,
+                "--queue-size",
+                "1024",
+                "--threads",
+                str(args.threads),
+            )
             extra += ("--precision", args.precision)
             server = Server(checkpoint, ws, log, *extra)
             try:

@@ -238,11 +238,12 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
 
-    change = {
+    peers: dict[str, dict[str, Any]] = {
         "frozen-llm": {"llm_train": "frozen"},
         "grad-ckpt": {"grad_ckpt": True},
         "fp32": {"precision": "fp32"},
-    }.get(args.peer, {"variant": "text-only"})
+    }
+    change = peers.get(args.peer, {"variant": "text-only"})
     # Alternate this / peer `repeats` times and keep each one's median run: on a shared
     # machine a single run can land on a busy moment.
     runs: dict[str, list[dict[str, Any]]] = {"this": []}

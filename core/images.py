@@ -85,9 +85,9 @@ def _decode(source: BinaryIO, max_side: int) -> tuple[Image.Image, bool]:
                     return blank_image(), False
             im.thumbnail((max_side, max_side))
             if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                canvas = Image.new("RGB", im.size, (255, 255, 255))
-                canvas.paste(im, mask=im.getchannel("A"))
+                rgba = im.convert("RGBA")
+                canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+                canvas.paste(rgba, mask=rgba.getchannel("A"))
                 return canvas, True
             return im.convert("RGB"), True
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):

@@ -241,7 +241,7 @@ class ClientStore(VectorStore):
         params = models.SearchParams(hnsw_ef=max(self.hnsw.ef, k), exact=exact)
         requests = []
         for i, row in enumerate(vectors.tolist()):
-            skip = list(exclude[i]) if exclude is not None else []
+            skip: list[models.ExtendedPointId] = list(exclude[i]) if exclude is not None else []
             flt = models.Filter(must_not=[models.HasIdCondition(has_id=skip)]) if skip else None
             requests.append(
                 models.QueryRequest(

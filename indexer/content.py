@@ -41,6 +41,8 @@ def content_hash(note: Note, image_root: str | Path | None, image_bytes: bytes |
     `image_bytes`: the note's image itself (e.g. uploaded to `i2i serve`); its SHA-256
     stands in for the file signature and nothing is read from disk.
     """
+    image: str | None
+    signature: str | None
     if image_bytes is not None:
         image, signature = "upload", "sha256:" + hashlib.sha256(image_bytes).hexdigest()
     else:

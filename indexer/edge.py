@@ -218,7 +218,10 @@ class EdgeStore(VectorStore):
         rows = np.ascontiguousarray(vectors, dtype=np.float32)
         if rows.ndim != 2 or len(rows) != len(ids):
             raise ValueError(f"{len(ids)} ids but vectors of shape {rows.shape}")
-        points = [qe.Point(i, memoryview(v), p) for i, v, p in zip(ids, rows, payloads, strict=True)]
+        points = [
+            qe.Point(i, memoryview(v), p)  # type: ignore[arg-type]  # the stub lists lists only
+            for i, v, p in zip(ids, rows, payloads, strict=True)
+        ]
         self.shard.update(qe.UpdateOperation.upsert_points(points))
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = True) -> list[StoredPoint]:

@@ -199,7 +199,9 @@ def index_notes(
             f"--max-prune {max_prune_share:.0%}; check the notes table, or pass --force to prune anyway"
         )
 
-    from_vectors = isinstance(embedder, VectorFiles)  # embedded earlier: look up, hashes known
+    # Embedded earlier (`i2i embed`): vectors are looked up, and the hashes are known.
+    vector_files = embedder if isinstance(embedder, VectorFiles) else None
+    from_vectors = vector_files is not None
     if not from_vectors:
         # Similar lengths in one batch: less padding for the model (and stable batches).
         pending.sort(key=lambda row: len(titles[row] or "") + len(contents[row] or ""))
@@ -218,8 +220,8 @@ def index_notes(
     def batches() -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
         for start in range(0, len(pending), batch_size):
             rows = pending[start : start + batch_size]
-            if from_vectors:
-                vecs = embedder.lookup([note_ids[r] for r in rows], [digests[r] for r in rows])
+            if vector_files is not None:
+                vecs = vector_files.lookup([note_ids[r] for r in rows], [digests[r] for r in rows])
             else:
                 batch = [note(r) for r in rows]
                 vecs, statuses = _embed_checked(embedder, batch, image_root, embed_batch_size)

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -116,6 +116,9 @@ class StoredPoint:
     payload: dict[str, Any]
 
 
+StoreT = TypeVar("StoreT", bound="VectorStore")
+
+
 class VectorStore(ABC):
     """A single Qdrant collection of note vectors.
 
@@ -183,7 +186,7 @@ class VectorStore(ABC):
         """Top-k for one vector, skipping `exclude`."""
         return self.query_batch(np.asarray(vector, np.float32)[None, :], k, [list(exclude)], exact=exact)[0]
 
-    def __enter__(self) -> VectorStore:
+    def __enter__(self: StoreT) -> StoreT:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -310,7 +310,9 @@ def generate_emoji(
         prefs.write_parquet(tmp / "users.parquet")
         n_parts = write_daily_logs(logs, tmp / "logs")
         for note_id, im in zip(ids, drawn, strict=True):
-            small = im if image_size == CANVAS else im.resize((image_size, image_size), Image.LANCZOS)
+            small = (
+                im if image_size == CANVAS else im.resize((image_size, image_size), Image.Resampling.LANCZOS)
+            )
             small.save(tmp / "images" / f"{note_id}.png", optimize=False)
         summary = {
             "out": str(out),

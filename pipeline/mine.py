@@ -39,7 +39,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,7 +81,7 @@ class MineResult:
     concatenation in list order is the split, already in (query_id, rank) order.
     """
 
-    pairs: dict[str, pl.DataFrame | list[Path]]
+    pairs: Mapping[str, pl.DataFrame | list[Path]]
     summary: dict[str, Any] = field(default_factory=dict)
     # The split of every note seen in the logs (`note_id, split`, sorted by note id),
     # pairs or not; None from an engine that does not produce it.
@@ -712,9 +712,8 @@ def _range_pairs(
     if len(ranked) == 1:
         query, units, target, rank = ranked[0]
     else:
-        query, units, target, rank = _top_k(
-            *(np.concatenate([r[i] for r in ranked]) for i in range(3)), q_lo, q_hi, sc
-        )
+        query, units, target = (np.concatenate([r[i] for r in ranked]) for i in range(3))
+        query, units, target, rank = _top_k(query, units, target, q_lo, q_hi, sc)
     stats["dropped_top_k"] += kept - len(query)
     return pl.DataFrame(
         {

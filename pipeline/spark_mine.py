@@ -61,7 +61,15 @@ from pipeline.mine import (
 from pipeline.splits import SPLIT_HASH_BITS, parse_split, split_thresholds
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, Row, SparkSession
+
+
+def _one_row(row: Row | None) -> Row:
+    """The row of a global aggregate (Spark always returns exactly one)."""
+    if row is None:
+        raise RuntimeError("a global aggregate returned no row")
+    return row
+
 
 INSTALL_HINT = "pip install 'i2i[spark]' and a Java runtime (Debian: apt-get install default-jre-headless)"
 
@@ -150,7 +158,7 @@ def read_logs(
             )
         dtype = df.schema[ts_col].dataType
         if isinstance(dtype, T.NumericType):
-            lo, hi = df.agg(F.min(ts_col), F.max(ts_col)).first()
+            lo, hi = _one_row(df.agg(F.min(ts_col), F.max(ts_col)).first())
             if lo is not None and hi is not None:
                 check_epoch_range(lo, hi, ts_unit, ts_col, where)
         t = _to_micros(df, ts_col, ts_unit, where)
@@ -262,14 +270,16 @@ def mine_pairs_spark(
     keep = F.col("event").isin(keep_events) if keep_events else F.lit(True)
     user, note, t, bad = F.col("user"), F.col("note"), F.col("t"), F.col("t_bad")
     valid_ids = keep & user.isNotNull() & note.isNotNull()
-    stats = raw.agg(
-        F.count(F.lit(1)).alias("rows_read"),
-        F.sum((~keep).cast("long") if keep_events else F.lit(0)).alias("dropped_event_filter"),
-        F.sum((keep & user.isNull()).cast("long")).alias("dropped_null_user"),
-        F.sum((keep & user.isNotNull() & note.isNull()).cast("long")).alias("dropped_null_note"),
-        F.sum((valid_ids & t.isNull() & bad.isNull()).cast("long")).alias("dropped_null_ts"),
-        F.sum((valid_ids & bad.isNotNull()).cast("long")).alias("dropped_unparsed_ts"),
-    ).first()
+    stats = _one_row(
+        raw.agg(
+            F.count(F.lit(1)).alias("rows_read"),
+            F.sum((~keep).cast("long") if keep_events else F.lit(0)).alias("dropped_event_filter"),
+            F.sum((keep & user.isNull()).cast("long")).alias("dropped_null_user"),
+            F.sum((keep & user.isNotNull() & note.isNull()).cast("long")).alias("dropped_null_note"),
+            F.sum((valid_ids & t.isNull() & bad.isNull()).cast("long")).alias("dropped_null_ts"),
+            F.sum((valid_ids & bad.isNotNull()).cast("long")).alias("dropped_unparsed_ts"),
+        ).first()
+    )
     counts: dict[str, Any] = {k: int(v or 0) for k, v in stats.asDict().items()}
     unparsed_examples: list[str] = []
     if counts["dropped_unparsed_ts"]:
@@ -280,12 +290,16 @@ def mine_pairs_spark(
     distinct = clean.distinct().persist(StorageLevel.MEMORY_AND_DISK)
     per_user = distinct.groupBy("user").agg(F.count(F.lit(1)).alias("n"))
     cap = max_events_per_user
-    ev_stats = per_user.agg(
-        F.sum("n").alias("events"),
-        F.count(F.lit(1)).alias("users"),
-        F.sum((F.col("n") > cap).cast("long") if cap > 0 else F.lit(0)).alias("users_capped"),
-        F.sum(F.greatest(F.col("n") - cap, F.lit(0)) if cap > 0 else F.lit(0)).alias("events_dropped_by_cap"),
-    ).first()
+    ev_stats = _one_row(
+        per_user.agg(
+            F.sum("n").alias("events"),
+            F.count(F.lit(1)).alias("users"),
+            F.sum((F.col("n") > cap).cast("long") if cap > 0 else F.lit(0)).alias("users_capped"),
+            F.sum(F.greatest(F.col("n") - cap, F.lit(0)) if cap > 0 else F.lit(0)).alias(
+                "events_dropped_by_cap"
+            ),
+        ).first()
+    )
     events_kept = int(ev_stats["events"] or 0)
     if events_kept == 0:
         distinct.unpersist()
@@ -362,14 +376,16 @@ def mine_pairs_spark(
     pairs = pairs.withColumn("cross", ~F.col("low") & ~F.col("high") & (F.col("q_split") != F.col("t_split")))
     pairs = pairs.withColumn("kept", ~(F.col("low") | F.col("high") | F.col("cross")))
     pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
-    pair_stats = pairs.agg(
-        F.count(F.lit(1)).alias("distinct_pairs"),
-        F.sum("users").alias("user_pairs"),
-        F.sum(F.col("low").cast("long")).alias("dropped_min_score"),
-        F.sum(F.col("high").cast("long")).alias("dropped_max_score"),
-        F.sum(F.col("cross").cast("long")).alias("dropped_cross_split"),
-        F.sum(F.col("kept").cast("long")).alias("kept"),
-    ).first()
+    pair_stats = _one_row(
+        pairs.agg(
+            F.count(F.lit(1)).alias("distinct_pairs"),
+            F.sum("users").alias("user_pairs"),
+            F.sum(F.col("low").cast("long")).alias("dropped_min_score"),
+            F.sum(F.col("high").cast("long")).alias("dropped_max_score"),
+            F.sum(F.col("cross").cast("long")).alias("dropped_cross_split"),
+            F.sum(F.col("kept").cast("long")).alias("kept"),
+        ).first()
+    )
     for key in (
         "user_pairs",
         "distinct_pairs",
@@ -459,10 +475,12 @@ def _skew(ev: DataFrame, partitions: int) -> dict[str, Any]:
     per_part = ev.groupBy(F.pmod(F.hash("note"), F.lit(partitions)).alias("p")).agg(
         F.sum("cand").alias("rows")
     )
-    row = per_part.agg(
-        F.max("rows").alias("largest"), F.sum("rows").alias("total"), F.count(F.lit(1)).alias("used")
-    ).first()
-    heaviest = ev.groupBy("user").agg(F.sum("cand").alias("rows")).agg(F.max("rows")).first()[0]
+    row = _one_row(
+        per_part.agg(
+            F.max("rows").alias("largest"), F.sum("rows").alias("total"), F.count(F.lit(1)).alias("used")
+        ).first()
+    )
+    heaviest = _one_row(ev.groupBy("user").agg(F.sum("cand").alias("rows")).agg(F.max("rows")).first())[0]
     total = int(row["total"] or 0)
     return {
         "largest_partition_rows": int(row["largest"] or 0),

@@ -229,7 +229,9 @@ def _balanced_draw(n: int, p: np.ndarray, rng: np.random.Generator) -> np.ndarra
 def _note_texts(truth: pl.DataFrame, n_topics: int, rng: np.random.Generator) -> pl.DataFrame:
     """Title, content (with `#tag#` hashtags) and tags; words depend on the topic only."""
     vocab = topic_words(n_topics)
-    titles, contents, tags = [], [], []
+    titles: list[str] = []
+    contents: list[str] = []
+    tags: list[list[str]] = []
     for topic, length in zip(truth["topic"], truth["text_length"], strict=True):
         words = vocab[topic]
 

@@ -60,7 +60,7 @@ def read_truth(
     columns; any other file of that name is ignored with a note through `log`.
     """
     explicit = truth is not None
-    path = Path(truth) if explicit else notes.parent / "truth.parquet"
+    path = Path(truth) if truth is not None else notes.parent / "truth.parquet"
     if not path.exists():
         if explicit:
             raise UserError(f"truth file not found: {path} (a synthetic platform's truth.parquet)")

@@ -248,7 +248,7 @@ class TrainerState:
 
 def _rng_state() -> dict[str, Any]:
     """This rank's RNG states: torch as tensors, python / numpy as JSON-able lists."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # the legacy tuple
     py_state = random.getstate()
     return {
         "torch": torch.get_rng_state(),
@@ -269,7 +269,7 @@ def _set_rng_state(s: dict[str, Any]) -> None:
     random.setstate((s["python"][0], tuple(s["python"][1]), s["python"][2]))
 
 
-def replace_run_checkpoint(directory: Path, write: Callable[[Path], None]) -> None:
+def replace_run_checkpoint(directory: Path, write: Callable[[Path], object]) -> None:
     """Replace `directory` (a run's last/ or best/) with what `write(path)` creates at
     `path`; a kill at any moment leaves a state `recover_run_checkpoints` completes."""
     new, old = _side(directory, "new"), _side(directory, "old")

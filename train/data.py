@@ -228,14 +228,14 @@ def _unique_note_batches(
                 kept.append(p)
         pending.extendleft(reversed(kept))
         while len(batch) < size:
-            p = next(it, None)
-            if p is None:
+            fresh = next(it, None)
+            if fresh is None:
                 break
-            if query[p] in used or target[p] in used:
-                pending.append(p)
+            if query[fresh] in used or target[fresh] in used:
+                pending.append(fresh)
                 continue
-            batch.append(p)
-            used.update((int(query[p]), int(target[p])))
+            batch.append(fresh)
+            used.update((int(query[fresh]), int(target[fresh])))
         while len(batch) < size:  # permutation exhausted: relax the constraint
             batch.append(pending.popleft())
         out[b] = batch

@@ -12,11 +12,14 @@ import contextlib
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from core.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,11 +113,11 @@ def all_gather_rows(x: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return torch.cat([o[: int(c.item())] for o, c in zip(out, counts, strict=True)])
 
 
-def all_gather_objects(obj: object, env: DistEnv) -> list[object]:
+def all_gather_objects(obj: T, env: DistEnv) -> list[T]:
     """Every rank's `obj` (small: RNG states), in rank order; `[obj]` on a single rank."""
     if not env.distributed:
         return [obj]
-    out: list[object] = [None] * env.world_size
+    out: list[Any] = [None] * env.world_size
     dist.all_gather_object(out, obj)
     return out
 

@@ -112,6 +112,8 @@ class NoteEmbedder:
     ) -> tuple[torch.Tensor, list[str]]:
         """The batch's pixels and one `IMAGE_STATUSES` value per note; each image is
         decoded once (or not at all: `images` given, or blanked)."""
+        if self.model.vision is None:
+            raise ValueError(f"variant {self.model.config.variant!r} reads no image")
         transform = self.model.vision.transform
 
         def load(i: int) -> tuple[torch.Tensor, str]:

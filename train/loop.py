@@ -146,9 +146,10 @@ def _train(
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     model.to(env.device).train()
-    images = NoteImageLoader(image_root(cfg), model.vision.transform if model.vision is not None else None)
+    loader = NoteImageLoader(image_root(cfg), model.vision.transform if model.vision is not None else None)
+    images: ImageLoader = loader
     if cfg.cache_vision and model.vision is not None:
-        images = vision_cache(model.vision, images, run_notes(train_split, val_split), cfg, env, console)
+        images = vision_cache(model.vision, loader, run_notes(train_split, val_split), cfg, env, console)
 
     sampler = PairBatchSampler(
         train_split, cfg.pairs_per_step, cfg.seed, env.rank, env.world_size, cfg.unique_notes_in_batch

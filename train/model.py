@@ -127,16 +127,18 @@ class NoteLLM2(nn.Module):
     def __init__(
         self,
         config: ModelConfig,
-        llm: nn.Module,
+        llm: Any,
         tokenizer: Any,
         vision: VisionEncoder | None,
     ) -> None:
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
-        self.llm = llm  # the decoder (no LM head): forward -> last_hidden_state
+        # The decoder (no LM head): forward -> last_hidden_state. A transformers model, or
+        # peft's wrapper of one after `set_llm_trainable("lora")`: duck-typed.
+        self.llm: Any = llm
         self.vision = vision
-        hidden = int(llm.config.hidden_size)
+        hidden = int(self.llm.config.hidden_size)
         self.hidden_size = hidden
         self.connector = build_connector(vision.width, hidden, config) if vision is not None else None
         self.fusion = (
@@ -183,6 +185,7 @@ class NoteLLM2(nn.Module):
         embeds = self.llm.get_input_embeddings()(ids)  # (B, L, H)
         cls = None
         if self.vision is not None:
+            assert self.connector is not None  # built with the vision encoder
             cls, tokens = self.encode_image(batch)
             visual = self.connector(cls, tokens)  # (B, Q, H)
             embeds, mask, ids = splice_visual_tokens(embeds, mask, ids, visual, self.img_id)
@@ -194,6 +197,7 @@ class NoteLLM2(nn.Module):
         hv = hidden[rows, index_before(ids, self.img_emb_id)] if self.config.uses_micl else None  # (B, H)
         gate = None
         if self.fusion is not None:
+            assert cls is not None  # late fusion is built only with the vision encoder
             v = self.fusion.project(cls.to(h.dtype))  # (B, H)
             h, z = self.fusion(h, v)
             gate = z.mean()
@@ -204,6 +208,8 @@ class NoteLLM2(nn.Module):
     def encode_image(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen encoder's (cls (B, width), tokens (B, T, width)): from the batch's
         cached `vision_features` (B, 1 + T, width) when present, else from `pixel_values`."""
+        if self.vision is None:
+            raise ValueError(f"variant {self.config.variant!r} reads no image")
         dtype = next(self.vision.parameters()).dtype
         if "vision_features" in batch:
             feats = batch["vision_features"].to(self.device, dtype)

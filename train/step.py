@@ -20,6 +20,7 @@ import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ class StepOutput:
 
 
 def train_step(
-    ddp_model: torch.nn.Module,
+    ddp_model: Any,  # `model`, or its DistributedDataParallel wrapper
     model: NoteLLM2,
     optimizer: torch.optim.Optimizer,
     batches: Iterable[Batch],

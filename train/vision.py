@@ -63,7 +63,7 @@ class ResizeCropNormalize:
         w, h = image.size
         scale = self.size / min(w, h)
         nw, nh = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-        image = image.resize((nw, nh), Image.BICUBIC)
+        image = image.resize((nw, nh), Image.Resampling.BICUBIC)
         left, top = (nw - self.size) // 2, (nh - self.size) // 2
         image = image.crop((left, top, left + self.size, top + self.size))
         x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0  # (3, H, W)
@@ -104,7 +104,7 @@ class OpenClipEncoder(VisionEncoder):
         self.width = cls.shape[-1]
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        v = self.visual
+        v: Any = self.visual  # open_clip's tower: its internals are not typed
         if self._plain_vit:
             x = v.ln_post(v.transformer(v._embeds(pixels)))  # (B, 1 + patches, width)
             if getattr(v, "pool_type", "tok") == "tok":
@@ -154,11 +154,13 @@ class EfficientNetLite0Encoder(VisionEncoder):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.net.extract_features(pixels)  # (B, 1280, h, w); 7 x 7 at 224 px
         if self.stem_colour:
-            fmap = torch.cat([fmap, self.stem_cell_statistics(pixels, fmap.shape[-2:])], dim=1)
+            fmap = torch.cat(
+                [fmap, self.stem_cell_statistics(pixels, (fmap.shape[-2], fmap.shape[-1]))], dim=1
+            )
         tokens = fmap.flatten(2).transpose(1, 2)  # (B, h*w, width)
         return tokens.mean(1), tokens
 
-    def stem_cell_statistics(self, pixels: torch.Tensor, cells: torch.Size) -> torch.Tensor:
+    def stem_cell_statistics(self, pixels: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
         """(B, 64, h, w): per cell of an h x w grid over the image, the mean and standard
         deviation of the stem's 32 channels (recomputed here: one 3x3 convolution)."""
         net = self.net

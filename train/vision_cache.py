@@ -19,6 +19,7 @@ without a cache rather than risk the machine's memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -84,7 +85,9 @@ class VisionFeatureCache:
             for start in range(0, len(ordered), batch_size):
                 chunk = ordered[start : start + batch_size]
                 loaded = [images(n) for n in chunk]
-                pixels = torch.stack([p for p, _ in loaded]).to(device=device, dtype=dtype)
+                # A loader with the encoder's transform always returns pixels.
+                pixels = torch.stack(cast(list[torch.Tensor], [p for p, _ in loaded]))
+                pixels = pixels.to(device=device, dtype=dtype)
                 status[start : start + len(chunk)] = [int(s) for _, s in loaded]
                 cls_, tokens = vision(pixels)  # (b, width), (b, T, width)
                 parts.append(torch.cat([cls_[:, None], tokens], dim=1).float().cpu())  # (b, 1 + T, width)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -68,7 +68,11 @@ def command(
     if data == "emoji":
         from pipeline.emoji import DEFAULT_EVENTS, DEFAULT_SPLIT, DEFAULT_USERS
 
-        sizes = {"users": users or DEFAULT_USERS, "events": events or DEFAULT_EVENTS, "split": DEFAULT_SPLIT}
+        sizes: dict[str, Any] = {
+            "users": users or DEFAULT_USERS,
+            "events": events or DEFAULT_EVENTS,
+            "split": DEFAULT_SPLIT,
+        }
     else:
         sizes = {"users": users or 600, "events": events or 80_000}
     cfg = DemoConfig(

@@ -7,7 +7,7 @@ The store options defined here (`--workspace`, `--collection`, `--qdrant-url`,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -60,7 +60,7 @@ def store_spec(
     workspace: Path,
     qdrant_url: str | None,
     qdrant_api_key: str | None,
-    **cluster: int | None,
+    **cluster: Any,
 ) -> StoreSpec:
     """A StoreSpec from the shared CLI options (a `--workspace` that is a file is refused)."""
     from indexer.backends import StoreSpec
@@ -199,6 +199,7 @@ def command(
     else:
         from train.embed import load_embedder
 
+        assert checkpoint is not None  # exactly one of --checkpoint / --vectors, checked above
         with console.status(f"loading checkpoint {checkpoint}"):
             model = load_embedder(checkpoint, device=device, precision=precision)
         if model.model.config.variant != "text-only":  # a text-only model reads no image

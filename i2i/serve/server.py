@@ -81,7 +81,8 @@ def serve(settings: ServeSettings, log: Callable[[str], None] | None = None) -> 
         lifespan="on",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=settings.graceful_timeout_s,
+        # Typed int, but uvicorn hands it to asyncio.wait_for, which takes float seconds.
+        timeout_graceful_shutdown=settings.graceful_timeout_s,  # type: ignore[arg-type]
         loop=_best("uvloop", "auto"),
         http=_best("httptools", "auto"),
     )
