@@ -47,7 +47,9 @@ def with_interval(value: float | None, interval: dict[str, float] | None, signed
 
 def excludes_zero(interval: dict[str, float] | None) -> bool:
     """Whether a difference's interval lies entirely above or below 0."""
-    return interval is not None and (interval["low"] > 0.0 or interval["high"] < 0.0)
+    if not interval:
+        return False
+    return interval["low"] > 0.0 or interval["high"] < 0.0
 
 
 def metric_rows(report: dict[str, Any]) -> list[tuple[str, list[Any]]]:
