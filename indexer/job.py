@@ -201,8 +201,7 @@ def index_notes(
 
     # Embedded earlier (`i2i embed`): vectors are looked up, and the hashes are known.
     vector_files = embedder if isinstance(embedder, VectorFiles) else None
-    from_vectors = vector_files is not None
-    if not from_vectors:
+    if vector_files is None:
         # Similar lengths in one batch: less padding for the model (and stable batches).
         pending.sort(key=lambda row: len(titles[row] or "") + len(contents[row] or ""))
     if on_progress:

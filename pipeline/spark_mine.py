@@ -64,8 +64,9 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, Row, SparkSession
 
 
-def _one_row(row: Row | None) -> Row:
+def _one_row(aggregate: DataFrame) -> Row:
     """The row of a global aggregate (Spark always returns exactly one)."""
+    row = aggregate.first()
     if row is None:
         raise RuntimeError("a global aggregate returned no row")
     return row
@@ -158,7 +159,7 @@ def read_logs(
             )
         dtype = df.schema[ts_col].dataType
         if isinstance(dtype, T.NumericType):
-            lo, hi = _one_row(df.agg(F.min(ts_col), F.max(ts_col)).first())
+            lo, hi = _one_row(df.agg(F.min(ts_col), F.max(ts_col)))
             if lo is not None and hi is not None:
                 check_epoch_range(lo, hi, ts_unit, ts_col, where)
         t = _to_micros(df, ts_col, ts_unit, where)
@@ -278,7 +279,7 @@ def mine_pairs_spark(
             F.sum((keep & user.isNotNull() & note.isNull()).cast("long")).alias("dropped_null_note"),
             F.sum((valid_ids & t.isNull() & bad.isNull()).cast("long")).alias("dropped_null_ts"),
             F.sum((valid_ids & bad.isNotNull()).cast("long")).alias("dropped_unparsed_ts"),
-        ).first()
+        )
     )
     counts: dict[str, Any] = {k: int(v or 0) for k, v in stats.asDict().items()}
     unparsed_examples: list[str] = []
@@ -298,7 +299,7 @@ def mine_pairs_spark(
             F.sum(F.greatest(F.col("n") - cap, F.lit(0)) if cap > 0 else F.lit(0)).alias(
                 "events_dropped_by_cap"
             ),
-        ).first()
+        )
     )
     events_kept = int(ev_stats["events"] or 0)
     if events_kept == 0:
@@ -384,7 +385,7 @@ def mine_pairs_spark(
             F.sum(F.col("high").cast("long")).alias("dropped_max_score"),
             F.sum(F.col("cross").cast("long")).alias("dropped_cross_split"),
             F.sum(F.col("kept").cast("long")).alias("kept"),
-        ).first()
+        )
     )
     for key in (
         "user_pairs",
@@ -478,9 +479,9 @@ def _skew(ev: DataFrame, partitions: int) -> dict[str, Any]:
     row = _one_row(
         per_part.agg(
             F.max("rows").alias("largest"), F.sum("rows").alias("total"), F.count(F.lit(1)).alias("used")
-        ).first()
+        )
     )
-    heaviest = _one_row(ev.groupBy("user").agg(F.sum("cand").alias("rows")).agg(F.max("rows")).first())[0]
+    heaviest = _one_row(ev.groupBy("user").agg(F.sum("cand").alias("rows")).agg(F.max("rows")))[0]
     total = int(row["total"] or 0)
     return {
         "largest_partition_rows": int(row["largest"] or 0),
