@@ -19,6 +19,9 @@ its own log, split and training runs, answer both:
 - **what each mechanism adds**: the same paired comparisons for the paper's ablation
   (mICL and late fusion each over basic, notellm2 over each alone), or for any
   `--pair A:B`.
+- **by the query's text length**: every paired comparison again on the queries whose
+  title + content is short (at most the split's median) and on the long ones. The paper
+  finds NoteLLM-2's mechanisms help mainly on notes whose text is short.
 
 Only methods present in every replicate are pooled (a replicate may hold more).
 
@@ -60,6 +63,10 @@ from retriever.report import (
 
 METRICS = (("recall@10", "R@10"), ("recall@100", "R@100"), ("mrr", "MRR"))
 SLICES = (("relation=text", "text R@10"), ("relation=image", "image R@10"), ("relation=both", "both R@10"))
+# The paper's slice: short and long query text (title + content, split at the median of
+# the split's notes, as `retriever.evaluate` defines it); Recall@10 and @100 on each.
+TEXT_LENGTH = (("query_text=short", "short"), ("query_text=long", "long"))
+LENGTH_METRICS = (("recall@10", "R@10"), ("recall@100", "R@100"))
 # What each of NoteLLM-2's mechanisms adds (the paper's ablation): mICL and late fusion
 # each over the basic model, and the full method over each of them alone.
 ABLATIONS = (("micl", "basic"), ("late-fusion", "basic"), ("notellm2", "micl"), ("notellm2", "late-fusion"))
@@ -110,6 +117,13 @@ def paired_difference(replicates: list[dict[str, Any]], a: str, b: str, boot: Bo
     per_replicate = [
         float(x["recall@10"].mean() - y["recall@10"].mean()) for x, y in zip(xs, ys, strict=True)
     ]
+    text_length = {}
+    for s, _ in TEXT_LENGTH:
+        if all(s in r["per_query"]["slices"] for r in replicates):
+            ivs = pooled_paired_intervals(
+                [_values(r, a, s) for r in replicates], [_values(r, b, s) for r in replicates], boot
+            )
+            text_length[s] = {k: ivs[k].to_dict() for k, _ in LENGTH_METRICS}
     return {
         "metrics": {k: iv.to_dict() for k, iv in pooled_paired_intervals(xs, ys, boot).items()},
         "slices": {
@@ -121,6 +135,11 @@ def paired_difference(replicates: list[dict[str, Any]], a: str, b: str, boot: Bo
         "per_replicate_recall@10": per_replicate,
         "across_replicates_recall@10": replicate_interval(per_replicate, boot.confidence).to_dict(),
         "ahead": sum(d > 0 for d in per_replicate),
+        # Queries in each slice, over all replicates (absent when the runs predate it).
+        "text_length": text_length,
+        "text_length_queries": {
+            s: int(sum(r["per_query"]["slices"][s].sum() for r in replicates)) for s in text_length
+        },
     }
 
 
@@ -243,6 +262,29 @@ def difference_rows(
     return head, rows
 
 
+def text_length_rows(results: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Every paired comparison (differences, then ablations) on short and on long query
+    text; no rows when the replicates carry no text-length slices."""
+    compared = [(f"{results['reference']} − {name}", d) for name, d in results["differences"].items()]
+    compared += list(results.get("ablations", {}).items())
+    compared = [(label, d) for label, d in compared if len(d.get("text_length", {})) == len(TEXT_LENGTH)]
+    if not compared:
+        return [], []
+    sizes = compared[0][1]["text_length_queries"]
+    head = ["difference"] + [
+        f"{metric} {label} ({sizes[s]} q)" for _, metric in LENGTH_METRICS for s, label in TEXT_LENGTH
+    ]
+    rows = []
+    for label, d in compared:
+        row: list[tuple[str, bool]] = [(label, False)]
+        for k, _ in LENGTH_METRICS:
+            for s, _ in TEXT_LENGTH:
+                iv = d["text_length"][s][k]
+                row.append((with_interval(iv["estimate"], iv, True), excludes_zero(iv)))
+        rows.append(row)
+    return head, rows
+
+
 def _title(results: dict[str, Any]) -> str:
     reps = results["replicates"]
     return (
@@ -287,6 +329,18 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             *markdown_table(head, [[marked_difference(t, real) for t, real in r] for r in arows]),
         ]
+    head, lrows = text_length_rows(results)
+    if lrows:
+        lines += [
+            "",
+            "## By the query's text length",
+            "",
+            "Every comparison above on the queries whose title + content is short (at most the "
+            "median length of the split's notes) and on the long ones, paired as above. The paper "
+            "finds NoteLLM-2's mechanisms help mainly on notes whose text is short.",
+            "",
+            *markdown_table(head, [[marked_difference(t, real) for t, real in r] for r in lrows]),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -301,6 +355,10 @@ def console_tables(results: dict[str, Any]) -> list[Table]:
         if rows:
             styled = [[styled_difference(t, real) for t, real in r] for r in rows]
             tables.append(rich_table(title, head, styled, caption=caption))
+    head, rows = text_length_rows(results)
+    if rows:
+        styled = [[styled_difference(t, real) for t, real in r] for r in rows]
+        tables.append(rich_table("by the query's text length, paired", head, styled, caption=caption))
     return tables
 
 

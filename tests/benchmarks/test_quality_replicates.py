@@ -110,6 +110,42 @@ def test_ablation_pairs(tmp_path: Path) -> None:
             qr.parse_pair(bad)
 
 
+def test_text_length_slices(tmp_path: Path) -> None:
+    """The paper's short/long query-text slice: a gain only on short text shows there."""
+    dirs = [tmp_path / f"s{s}" for s in range(3)]
+    hits = [write_replicate(d, s, {"text-only": 0.30, "notellm2": 0.30}) for s, d in enumerate(dirs)]
+    for d, h in zip(dirs, hits, strict=True):
+        results = json.loads((d / "results.json").read_text())
+        n = len(h["notellm2"])
+        short = np.arange(n) % 2 == 0
+        gained = h["notellm2"].copy()
+        gained[short & (np.arange(n) % 4 == 0)] = 1.0  # a hit on a quarter of the queries, all short
+        per_query = results["per_query"]
+        per_query["slices"] |= {"query_text=short": short.tolist(), "query_text=long": (~short).tolist()}
+        per_query["methods"]["notellm2"] = {
+            "recall@10": gained.tolist(),
+            "recall@100": gained.tolist(),
+            "mrr": (gained / 2).tolist(),
+        }
+        (d / "results.json").write_text(json.dumps(results))
+    results = qr.pool([qr.load_replicate(d) for d in dirs], "notellm2", Bootstrap(resamples=300, seed=2))
+    d = results["differences"]["text-only"]
+    assert d["text_length_queries"] == {"query_text=short": 450, "query_text=long": 450}
+    assert d["text_length"]["query_text=short"]["recall@10"]["low"] > 0
+    long = d["text_length"]["query_text=long"]["recall@10"]
+    assert long["estimate"] == pytest.approx(0.0) and not qr.excludes_zero(long)
+    md = qr.markdown(results)
+    assert "## By the query's text length" in md and "R@10 short (450 q)" in md
+    # Runs without the slices (older results) leave the section out.
+    for s in range(2):
+        write_replicate(tmp_path / f"o{s}", s, {"basic": 0.3, "notellm2": 0.35})
+    plain = qr.pool(
+        [qr.load_replicate(tmp_path / f"o{s}") for s in range(2)], "notellm2", Bootstrap(resamples=50)
+    )
+    assert plain["differences"]["basic"]["text_length"] == {}
+    assert "text length" not in qr.markdown(plain)
+
+
 def test_replicates_must_be_independent_draws(tmp_path: Path) -> None:
     write_replicate(tmp_path / "a", 0, {"notellm2": 0.4, "basic": 0.35})
     write_replicate(tmp_path / "b", 0, {"notellm2": 0.4, "basic": 0.35})
