@@ -98,12 +98,42 @@ def run_polars(logs: Path, out: Path, threads: int, opts: dict[str, str]) -> Non
 
 
 def run_spark(logs: Path, out: Path, threads: int, opts: dict[str, str]) -> None:
+    from pyspark.sql import SparkSession
+
     from pipeline.spark_mine import mine_pairs_spark
 
-    summary = mine_pairs_spark(
-        logs, out, window=WINDOW, top_k=TOP_K, split=SPLIT, max_events_per_user=0, master=opts["spark_master"]
+    # The session `i2i mine-pairs` would start, with Spark's UI on so that its REST API
+    # can report what the stages shuffled and spilled (the disk a larger run needs).
+    spark = (
+        SparkSession.builder.appName("i2i-mine-pairs-bench")
+        .master(opts["spark_master"])
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
+        .getOrCreate()
     )
-    print(json.dumps({"engine_stats": summary["engine"]}))
+    summary = mine_pairs_spark(
+        logs, out, window=WINDOW, top_k=TOP_K, split=SPLIT, max_events_per_user=0, spark=spark
+    )
+    print(json.dumps({"engine_stats": {**summary["engine"], **spark_io(spark)}}))
+
+
+def spark_io(spark: Any) -> dict[str, int]:
+    """Bytes the finished stages shuffled and spilled, from Spark's monitoring REST API."""
+    from urllib.request import urlopen
+
+    sc = spark.sparkContext
+    url = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/stages?status=complete"
+    with urlopen(url, timeout=30) as response:
+        stages = json.load(response)
+    keys = ("shuffleWriteBytes", "shuffleReadBytes", "diskBytesSpilled", "memoryBytesSpilled")
+    total = {key: sum(int(stage.get(key, 0)) for stage in stages) for key in keys}
+    return {
+        "shuffle_write_bytes": total["shuffleWriteBytes"],
+        "shuffle_read_bytes": total["shuffleReadBytes"],
+        "disk_spill_bytes": total["diskBytesSpilled"],
+        "memory_spill_bytes": total["memoryBytesSpilled"],
+    }
 
 
 def duckdb_sql(logs: Path, splits: Path, out: Path, window_us: int) -> str:
