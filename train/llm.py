@@ -115,7 +115,7 @@ def load_llm(config: ModelConfig, checkpoint_dir: str | Path | None = None) -> t
             model = AutoModel.from_pretrained(
                 source, dtype=torch.float32, **attn, **kwargs, **config.llm_overrides
             )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a folder without a usable tokenizer
         raise UserError(
             f"cannot load LLM {config.llm!r}: {exc}. Give a local model directory, a hub name that is "
             f"cached, or an offline alias ({', '.join(LLM_ALIASES)}; run `i2i models prepare smollm2-135m`)"

@@ -97,9 +97,18 @@ class _Run:
 
 
 def train(
-    cfg: TrainConfig, console: Console | None = None, *, resume: bool = False, on_step: StepHook | None = None
+    cfg: TrainConfig,
+    console: Console | None = None,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    on_step: StepHook | None = None,
 ) -> TrainResult:
-    """Train a NoteLLM-2 model as `cfg` says; `resume` continues the run in `cfg.out`."""
+    """Train a NoteLLM-2 model as `cfg` says; `resume` continues the run in `cfg.out`.
+
+    A new run refuses a `cfg.out` that holds files no run wrote, unless `force`
+    (`train.run_dir.check_new_run_dir`).
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers fork after the tokenizer ran
     env = init_distributed(cfg.device)
     console = console or Console()
@@ -109,6 +118,8 @@ def train(
             raise UserError(
                 f"nothing to resume in {run_dir}: no such directory; drop --resume to start a new run"
             )
+        if not resume:
+            files.check_new_run_dir(run_dir, cfg, force)
         # Rank 0 holds the run directory's lock for the whole run; other ranks follow it.
         with files.locked(run_dir) if env.is_main else contextlib.nullcontext():
             if env.is_main:

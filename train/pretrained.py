@@ -133,6 +133,16 @@ def resolve_llm(name: str) -> tuple[str, dict[str, Any]]:
     if name == SMOLLM2:
         return str(prepare_smollm2()), {}
     path = Path(name).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise UserError(
+            f"LLM directory {name} holds no config.json, so it is not a Hugging Face model directory; "
+            "point --llm at the folder save_pretrained wrote (config.json, weights, tokenizer files)"
+        )
     if path.exists():
         return str(path), {}
+    if name.startswith(("/", "./", "../", "~")):  # a path, not a hub name ("org/model")
+        raise UserError(
+            f"LLM directory not found: {name}; give a local model directory (config.json and weights), "
+            f"a hub name, or the offline alias {SMOLLM2}"
+        )
     return name, {}

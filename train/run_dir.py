@@ -7,7 +7,9 @@
     summary.json     counts, final and best validation metrics (`TrainResult`)
     .lock            held by the training process (`locked`): one run per directory
 
-Only rank 0 writes; every function here is a no-op on the other ranks where it says so.
+A new run goes only into a directory that holds nothing but a run's own files
+(`check_new_run_dir`): training never overwrites a `config.json` or `summary.json` that
+another command wrote. Only rank 0 writes; every function here is a no-op on the other ranks where it says so.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.io import atomic_path, write_json_atomic
+from core.outputs import check_output_dir
 from train.checkpoint import STATE_JSON
 from train.train_config import RESUME_CHANGEABLE, TrainConfig, read_config_file
 
@@ -30,6 +33,9 @@ CONFIG = "config.json"
 LOCK = ".lock"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+# Everything a run writes into its directory, checkpoint builds and swaps included
+# (`train.checkpoint.replace_run_checkpoint`: .last.XXXX.tmp, .last.new, .last.old).
+RUN_FILES = (CONFIG, LOCK, METRICS, SUMMARY, "last/*", "best/*", ".last.*", ".best.*")
 
 
 @dataclass
@@ -83,6 +89,18 @@ def locked(run_dir: Path) -> Iterator[None]:
         finally:
             f.seek(0)
             f.truncate()
+
+
+def check_new_run_dir(run_dir: Path, cfg: TrainConfig, force: bool = False) -> None:
+    """Refuse, before anything is written, a new run's directory that holds files no run
+    wrote, or that is or holds its notes or pairs (`core.outputs.check_output_dir`).
+
+    The image root is not an input here: runs/ under the folder the images resolve
+    from (often the working directory) is normal. `force` writes the run's files there
+    anyway, touching nothing else.
+    """
+    inputs = [p for p in (cfg.notes, cfg.pairs) if p is not None]
+    check_output_dir(run_dir, RUN_FILES, label="train", inputs=inputs, force=force)
 
 
 def starts_from_checkpoint(run_dir: Path, resume: bool) -> bool:

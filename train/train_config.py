@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,10 +149,10 @@ class TrainConfig:
             raise UserError(f"pairs_per_step must be >= 2 (in-batch negatives), got {self.pairs_per_step}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError(f"max_steps must be >= 1 or unset, got {self.max_steps}")
-        if self.lr <= 0:
-            raise UserError(f"lr must be > 0, got {self.lr}")
-        if self.llm_lr is not None and self.llm_lr <= 0:
-            raise UserError(f"llm_lr must be > 0 or unset, got {self.llm_lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"lr must be a number > 0, got {self.lr}")
+        if self.llm_lr is not None and not (math.isfinite(self.llm_lr) and self.llm_lr > 0):
+            raise UserError(f"llm_lr must be a number > 0 or unset, got {self.llm_lr}")
         metrics = ["val_loss", "mrr", "ndcg@10", *(f"recall@{k}" for k in self.val_ks)]
         if self.best_metric not in metrics:
             raise UserError(f"unknown best_metric {self.best_metric!r}; choose one of {', '.join(metrics)}")
@@ -184,8 +185,14 @@ class TrainConfig:
         if path is not None:
             data = read_config_file(Path(path))
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        model = dict(data.get("model") or {})
-        model.update({k: v for k, v in (model_overrides or {}).items() if v is not None})
+        model = resolve_model_table(dict(data.get("model") or {}))
+        flags = {k: v for k, v in (model_overrides or {}).items() if v is not None}
+        # A flag that names another LLM or vision encoder replaces the file's choice whole,
+        # so an inline random config (the `tiny` preset's) does not outlive it.
+        for name, inline in (("llm", "llm_config"), ("vision", "vision_config")):
+            if name in flags and flags[name] != model.get(name):
+                model.pop(inline, None)
+        model.update(flags)
         data["model"] = model
         return cls.from_dict(data)
 

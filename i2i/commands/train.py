@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # Every other parameter of `command` is named after the TrainConfig or ModelConfig field
 # it overrides (`config_overrides` routes it; a name that is neither is an error).
-CLI_ONLY = ("config", "resume", "max_bad_images")
+CLI_ONLY = ("config", "resume", "force", "max_bad_images")
 
 
 def command(
@@ -69,6 +69,12 @@ def command(
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last/ checkpoint.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Start a run in an --out that holds other files (only the run's own are written)."
+        ),
     ] = False,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (paper: 3e-6 for a full LLM).")] = None,
     llm_lr: Annotated[
@@ -144,7 +150,7 @@ def _run(args: dict) -> None:
 
         images_up_front(cfg.notes, image_root(cfg), args["max_bad_images"])
     console = Console()
-    result = train(cfg, console=console, resume=resume)
+    result = train(cfg, console=console, resume=resume, force=args["force"])
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one table
         console.print(summary_table(result))
 

@@ -68,7 +68,7 @@ def test_toml_and_flags_train_then_resume(make_config, synth_pairs: Path, tmp_pa
     assert "resuming" in result.output and "at step 2 of 2" in result.output
 
 
-def test_user_errors_exit_2_with_one_line(synth_platform: Path, tmp_path: Path) -> None:
+def test_user_errors_exit_2_with_one_line(synth_platform: Path, synth_pairs: Path, tmp_path: Path) -> None:
     notes = str(synth_platform / "notes.parquet")
     empty = tmp_path / "empty_pairs"
     empty.mkdir()
@@ -81,6 +81,8 @@ def test_user_errors_exit_2_with_one_line(synth_platform: Path, tmp_path: Path) 
         ([*run, "--pairs", str(empty), "--variant", "nope"], "unknown variant 'nope'"),
         ([*run, "--pairs", str(empty), "--llm-train", "half"], "unknown llm_train 'half'"),
         ([*run, "--pairs", str(empty)], "no usable train pairs"),
+        ([*run, "--pairs", str(empty), "--lr", "nan"], "lr must be a number > 0, got nan"),
+        ([*run, "--pairs", str(synth_pairs), "--llm", str(tmp_path / "no-model")], "LLM directory not found"),
         (["train", "--resume"], "--resume needs --out"),
         (["train", "--config", str(tmp_path / "nope.toml")], "config file not found"),
     ]
@@ -158,3 +160,57 @@ def test_every_train_flag_is_named_after_the_field_it_sets() -> None:
     )
     with pytest.raises(TypeError, match="--learning-rate names no TrainConfig"):
         config_overrides({"learning_rate": 0.1})
+
+
+def test_a_new_run_never_writes_into_another_commands_directory(
+    make_config, synth_platform: Path, synth_pairs: Path, tmp_path: Path
+) -> None:
+    cfg = make_config(max_steps=1, val_every=1)
+    top = {k: v for k, v in cfg.to_dict().items() if k not in ("model", "out")}
+    config = write_toml(tmp_path / "run.toml", top, cfg.model.to_dict())
+    # A directory another tool wrote: its summary.json has a run's file name.
+    other = tmp_path / "report"
+    other.mkdir()
+    (other / "summary.json").write_text('{"theirs": true}\n')
+    (other / "table.csv").write_text("a,b\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+
+    def train(out: Path) -> subprocess.CompletedProcess:
+        args = ["train", "--config", str(config), "--out", str(out)]
+        command = [sys.executable, "-m", "i2i.cli", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True)
+
+    for out, message in [
+        (other, "already holds files this command did not write (e.g. table.csv)"),
+        (synth_pairs, "is the input"),
+        (synth_platform, "contains the input"),
+    ]:
+        before = sorted(p.relative_to(out) for p in out.rglob("*"))
+        proc = train(out)
+        assert proc.returncode == 2, proc.stderr
+        assert message in " ".join(proc.stderr.split()) and "Traceback" not in proc.stderr
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # not even a .lock
+    assert (other / "summary.json").read_text() == '{"theirs": true}\n'
+
+    # --force writes the run's own files there and touches nothing else.
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--out", str(other), "--force"])
+    assert result.exit_code == 0, result.output
+    assert (other / "table.csv").read_text() == "a,b\n"
+    assert json.loads((other / "summary.json").read_text())["steps"] == 1
+
+
+def test_an_llm_or_vision_flag_replaces_the_files_inline_model(tmp_path: Path) -> None:
+    from train.train_config import TrainConfig
+
+    config = tmp_path / "tiny.toml"
+    config.write_text('[model]\npreset = "tiny"\n')
+    kept = TrainConfig.load(config)
+    assert kept.model.llm_config is not None and kept.model.vision_config is not None
+    flags = {"llm": "smollm2-135m", "vision": "efficientnet-lite0"}
+    swapped = TrainConfig.load(config, model_overrides=flags)
+    assert swapped.model.llm == "smollm2-135m" and swapped.model.llm_config is None
+    assert swapped.model.vision == "efficientnet-lite0" and swapped.model.vision_config is None
+    assert swapped.model.dim == kept.model.dim  # the rest of the preset stays
+    same = TrainConfig.load(config, model_overrides={"vision": "open_clip"})  # the file's own value
+    assert same.model.vision_config == kept.model.vision_config
