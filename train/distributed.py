@@ -54,6 +54,28 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     raise UserError(f"unknown device {device!r}; expected auto, cuda or cpu")
 
 
+def inference_device(device: str | torch.device | None) -> torch.device:
+    """An embedding device: None -> the GPU when CUDA is available, else CPU; a string
+    such as `cpu`, `cuda` or `cuda:1` is checked against what this machine has."""
+    if isinstance(device, torch.device):
+        return device
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device} was asked for but no CUDA GPU is visible; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"--device {device}: this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
+    elif dev.type != "cpu":
+        raise UserError(f"unknown device {device!r}; expected cpu, cuda or cuda:N")
+    return dev
+
+
 def init_distributed(device: str = "auto") -> DistEnv:
     """Join the process group described by torchrun's environment, or run as one rank."""
     if dist.is_available() and dist.is_initialized():  # a caller (e.g. a test) set it up

@@ -32,6 +32,7 @@ from core.errors import UserError
 from core.images import blank_image, given_image, note_image
 from train.checkpoint import checkpoint_id, load_checkpoint, resolve_checkpoint
 from train.collate import NoteCollator
+from train.distributed import inference_device
 from train.model import NoteLLM2
 from train.step import autocast_for
 from train.train_config import PRECISIONS
@@ -79,9 +80,7 @@ class NoteEmbedder:
         if blank not in BLANKS:
             raise UserError(f"unknown blank {blank!r}; choose image, text or None")
         self.blank = blank  # default for `embed`: blank this modality in every call
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = inference_device(device)
         self.precision = precision
         autocast_for(precision, self.device)  # a precision this device cannot run fails here, not mid-corpus
         if isinstance(model_or_dir, (str, Path)):

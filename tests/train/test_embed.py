@@ -172,3 +172,13 @@ def test_precision_is_checked_up_front(model, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False})
     with pytest.raises(UserError, match=r"emulated.*--precision fp32"):
         NoteEmbedder(model, device="cpu", precision="bf16")
+
+
+def test_device_is_checked_up_front(model, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UserError, match=r"unknown device 'gpu'; expected cpu, cuda or cuda:N"):
+        NoteEmbedder(model, device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CI never has one; a GPU box may
+    with pytest.raises(UserError, match=r"--device cuda:1 was asked for but no CUDA GPU is visible"):
+        NoteEmbedder(model, device="cuda:1")
+    assert NoteEmbedder(model).device == torch.device("cpu")  # unset: the CPU when there is no GPU
+    assert NoteEmbedder(model, device="cpu:0").device.type == "cpu"

@@ -92,11 +92,11 @@ def test_missing_package_is_a_user_error(monkeypatch, tmp_path) -> None:
 
 
 def test_unknown_llm_is_a_user_error(tmp_path) -> None:
-    with pytest.raises(UserError, match="LLM directory not found: .*nope; give a local model directory"):
+    with pytest.raises(UserError, match=r"LLM directory not found: .*nope; give a local model directory"):
         build_model(ModelConfig(llm=str(tmp_path / "nope"), variant="text-only"))
     empty = tmp_path / "empty"
     empty.mkdir()  # a directory, but no model in it
-    with pytest.raises(UserError, match="holds no config.json, so it is not a Hugging Face model"):
+    with pytest.raises(UserError, match=r"holds no config\.json, so it is not a Hugging Face model"):
         build_model(ModelConfig(llm=str(empty), variant="text-only"))
     (empty / "config.json").write_text('{"model_type": "llama"}')  # a config, but no tokenizer
     with pytest.raises(UserError, match="cannot load LLM"):
