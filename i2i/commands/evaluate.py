@@ -33,7 +33,7 @@ def command(
     pairs: Annotated[
         Path | None, typer.Option(help="mine-pairs directory or a split's Parquet (default: the run's).")
     ] = None,
-    split: Annotated[str, typer.Option(help="Which split of --pairs to evaluate.")] = "test",
+    split: Annotated[str, typer.Option(help="Which split of --pairs: train, val or test.")] = "test",
     truth: Annotated[
         Path | None,
         typer.Option(
@@ -52,7 +52,8 @@ def command(
     baselines: Annotated[bool, typer.Option(help="Also evaluate BM25 and image-only baselines.")] = True,
     ann: Annotated[bool, typer.Option(help="Also run the queries through a Qdrant collection.")] = True,
     short_chars: Annotated[
-        int | None, typer.Option(help="Short-text threshold in characters (default: the split's median).")
+        int | None,
+        typer.Option(min=0, help="Short-text threshold in characters (default: the split's median)."),
     ] = None,
     max_queries: Annotated[
         int | None, typer.Option(min=1, help="Evaluate at most this many queries.")
@@ -73,14 +74,20 @@ def command(
     whose interval excludes 0.
     """
     from core.bootstrap import Bootstrap
+    from core.contracts import SPLITS
     from retriever.report import comparison_table, write_report
     from retriever.runner import run_defaults, run_eval
+    from train.checkpoint import resolve_checkpoint
 
+    if split not in SPLITS:
+        raise UserError(f"--split {split!r} is not a split of the pairs; expected one of {', '.join(SPLITS)}")
     chosen = [*(runs or []), *([checkpoint] if checkpoint else [])]
     if len(chosen) + len(vectors or []) > 1 and not compare:
         raise UserError(
             f"{len(chosen)} runs given ({', '.join(map(str, chosen))}); pass --compare to evaluate several"
         )
+    for run in chosen:  # a missing checkpoint fails before any image or note is read
+        resolve_checkpoint(run)
     defaults = run_defaults(chosen[0]) if chosen else {}
     notes = notes or (Path(defaults["notes"]) if "notes" in defaults else None)
     pairs = pairs or (Path(defaults["pairs"]) if "pairs" in defaults else None)

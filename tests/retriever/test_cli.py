@@ -194,6 +194,26 @@ def test_eval_out_refuses_foreign_files_and_inputs(
     ]
 
 
+def test_eval_and_index_check_their_arguments_before_reading_data(
+    runs: tuple[Path, Path], synth_platform: Path, synth_pairs: Path, tmp_path: Path
+) -> None:
+    data = ("--notes", synth_platform / "notes.parquet", "--pairs", synth_pairs, "--no-ann")
+    out = tmp_path / "report"
+    for args, message in [
+        (("eval", runs[0], *data, "--out", out, "--split", "holdout"), "--split 'holdout' is not a split"),
+        (("eval", tmp_path / "no-run", *data, "--out", out), "checkpoint not found"),
+        (("eval", runs[0], *data, "--out", out, "--short-chars", "-1"), "--short-chars"),
+        (("eval", runs[0], *data, "--out", out, "--device", "gpu"), "unknown device 'gpu'"),
+    ]:
+        code, text = _invoke(*args)
+        assert code == 2 and message in text and "Traceback" not in text, (args, text)
+        assert not out.exists()
+    ws = tmp_path / "ws"
+    notes = synth_platform / "notes.parquet"
+    code, text = _invoke("index", notes, "--checkpoint", runs[0], "--workspace", ws, "--device", "tpu")
+    assert code == 2 and "expected cpu, cuda or cuda:N" in text and not ws.exists(), text
+
+
 def test_index_and_eval_stop_when_images_do_not_resolve(
     runs: tuple[Path, Path], synth_platform: Path, synth_pairs: Path, tmp_path: Path
 ) -> None:
