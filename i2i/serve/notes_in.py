@@ -1,9 +1,10 @@
 """Request bodies to notes: JSON (image as base64) or multipart (image as an upload).
 
 Limits (`Limits`) are checked before anything expensive: image bytes (413), text length,
-tag count and note ids (422). Images are decoded from the bytes sent with the safe loader
-(`core.images.load_image_bytes`: size-capped, never raising); one that does not decode is
-refused (422). A note never carries a path: the server opens no file a client names
+tag count and note ids (422); a note with no title, content, tags or image is refused
+(422). Images are decoded from the bytes sent with the safe loader
+(`core.images.load_image_bytes`: size-capped, never raising); one that does not decode
+is refused (422). A note never carries a path: the server opens no file a client names
 (an `image` field is an unknown field, 422).
 """
 
@@ -109,6 +110,10 @@ def _too_large(size: int, limits: Limits, where: str) -> str:
 
 async def _incoming(note: NoteIn, data: bytes | None, limits: Limits, where: str = "") -> IncomingNote:
     _check_text(note, limits, where)
+    if data is None and not (note.title.strip() or note.content.strip() or any(t.strip() for t in note.tags)):
+        raise ApiError(
+            422, "empty_note", f"{where}the note has no title, content, tags or image; send at least one"
+        )
     image = None
     if data is not None:
         if len(data) > limits.max_image_bytes:

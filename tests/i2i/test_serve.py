@@ -231,6 +231,10 @@ def test_errors(server: Server) -> None:
     dup = [{"note_id": "d", "title": "a"}, {"note_id": "d", "title": "b"}]
     _error(http.post(url + "/v1/notes", json={"notes": dup}, headers=AUTH), 422, "duplicate_id")
     _error(http.put(url + "/v1/notes/x", json={"note_id": "y"}, headers=AUTH), 422, "id_mismatch")
+    _error(http.put(url + "/v1/notes/x", json={}, headers=AUTH), 422, "empty_note")
+    _error(http.post(url + "/v1/related", json={"title": " ", "tags": [""]}), 422, "empty_note")
+    blank = [{"note_id": "b1", "title": "b"}, {"note_id": "b2"}]
+    _error(http.post(url + "/v1/notes", json={"notes": blank}, headers=AUTH), 422, "empty_note")
 
     # Missing or wrong key on write routes; reads stay open (no --auth-all).
     for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
@@ -241,6 +245,7 @@ def test_errors(server: Server) -> None:
         _error(http.post(url + "/v1/notes", json={"notes": []}, headers=auth), 401, "unauthorized")
     assert http.get(url + "/v1/related/n000001").status_code == 200
     assert http.get(url + "/v1/related/x").status_code == 404  # nothing above was written
+    assert http.get(url + "/v1/related/b1").status_code == 404  # not even the batch's valid note
 
 
 def test_upsert_then_related_then_delete(server: Server) -> None:
