@@ -180,15 +180,7 @@ class NoteLLM2(nn.Module):
     # Forward -------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> NoteEmbeddings:
         device = self.device
-        ids = batch["input_ids"].to(device)  # (B, L)
-        mask = batch["attention_mask"].to(device)  # (B, L)
-        embeds = self.llm.get_input_embeddings()(ids)  # (B, L, H)
-        cls = None
-        if self.vision is not None:
-            assert self.connector is not None  # built with the vision encoder
-            cls, tokens = self.encode_image(batch)
-            visual = self.connector(cls, tokens)  # (B, Q, H)
-            embeds, mask, ids = splice_visual_tokens(embeds, mask, ids, visual, self.img_id)
+        embeds, mask, ids, cls = self.llm_inputs(batch)
         hidden = self.llm(
             inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False
         ).last_hidden_state  # (B, L', H)
@@ -204,6 +196,23 @@ class NoteLLM2(nn.Module):
             if hv is not None:
                 hv, _ = self.fusion(hv, v)
         return NoteEmbeddings(self._finish(h), None if hv is None else self._finish(hv), gate)
+
+    def llm_inputs(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What the LLM reads: the prompt's token embeddings with the visual tokens spliced
+        in at `<IMG>` (B, L', H), its attention mask (B, L'), the ids (-1 at visual
+        positions) (B, L'), and the image's CLS feature (B, width), None without vision."""
+        ids = batch["input_ids"].to(self.device)  # (B, L)
+        mask = batch["attention_mask"].to(self.device)  # (B, L)
+        embeds = self.llm.get_input_embeddings()(ids)  # (B, L, H)
+        if self.vision is None:
+            return embeds, mask, ids, None
+        assert self.connector is not None  # built with the vision encoder
+        cls, tokens = self.encode_image(batch)
+        visual = self.connector(cls, tokens)  # (B, Q, H)
+        embeds, mask, ids = splice_visual_tokens(embeds, mask, ids, visual, self.img_id)
+        return embeds, mask, ids, cls
 
     def encode_image(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The frozen encoder's (cls (B, width), tokens (B, T, width)): from the batch's

@@ -1,0 +1,264 @@
+"""Does late fusion restore the image's share of attention? The paper's analysis, here.
+
+NoteLLM-2 traces visual neglect to attention: in a basic MLRM the pooled token (the
+last prompt token, whose hidden state becomes the note's embedding) attends little to
+the visual tokens, and the paper finds that late fusion gives the image back its share
+in the shallow layers. This script measures it on finished `benchmarks/quality.py`
+replicates. For each variant's trained model and each of the replicate's test queries
+(at most `--max-notes`, the same notes for every variant) it splits the pooled token's
+attention in every layer, averaged over heads, into the prompt's first token (the
+attention sink), the visual tokens, the `<IMG_EMB>` token of the mICL prompt and the
+rest of the text (`train.attention_share`).
+
+The table gives the visual tokens' share averaged over the shallow, middle and deep
+thirds of the layers, with 95% bootstrap intervals over notes (pooled over replicates
+as in `benchmarks/quality_replicates.py`), each variant minus `--reference` paired on
+the same notes, and the share the visual tokens would get if attention were spread
+evenly over the real tokens. The plot shows the share layer by layer.
+
+    python benchmarks/attention_share.py bench_out/quality-emoji-s0 --out bench_out/attention
+
+Each replicate's shares are cached in REPLICATE/runs/VARIANT/attention_share.json.
+Writes OUT/results.json, OUT/results.md and OUT/attention_share.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from quality import quality_eval_set  # the sibling script (benchmarks/ is on sys.path)
+
+from core.bootstrap import Bootstrap, pooled_intervals, pooled_paired_intervals
+from core.contracts import Note
+from core.errors import UserError
+from core.images import note_image
+from core.io import atomic_path, write_json_atomic
+from retriever.report import excludes_zero, markdown_table, marked_difference, save_png, with_interval
+from train.attention_share import PARTS, attention_shares
+from train.checkpoint import load_checkpoint, resolve_checkpoint
+
+CACHE = "attention_share.json"
+BANDS = ("shallow", "middle", "deep")
+SLICES = ("all", "query_text=short", "query_text=long")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("replicates", nargs="+", type=Path, help="benchmarks/quality.py --out directories")
+    p.add_argument("--variants", default="basic,late-fusion,micl,notellm2", help="comma-separated")
+    p.add_argument("--reference", default="basic", help="the variant every other is paired against")
+    p.add_argument("--max-notes", type=int, default=256, help="test queries per replicate (a fixed sample)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--out", type=Path, required=True)
+    return p.parse_args(argv)
+
+
+def band_layers(layers: int) -> dict[str, np.ndarray]:
+    """The layer indices of the shallow, middle and deep thirds (np.array_split's sizes);
+    a model with fewer than three layers has fewer bands."""
+    parts = np.array_split(np.arange(layers), 3)
+    return {band: idx for band, idx in zip(BANDS, parts, strict=True) if len(idx)}
+
+
+def sample_notes(queries: list[Note], max_notes: int) -> list[int]:
+    """A fixed sample of query indices: every query when they fit, else an even spread by id."""
+    order = sorted(range(len(queries)), key=lambda i: str(queries[i]["note_id"]))
+    if len(order) <= max_notes:
+        return order
+    picks = np.linspace(0, len(order) - 1, max_notes).round().astype(int)
+    return [order[i] for i in picks]
+
+
+def measure(run: Path, notes: list[Note], image_root: Path, batch_size: int) -> dict[str, Any]:
+    """The shares (notes, layers, PARTS) and token counts (notes, PARTS) of one trained run."""
+    model = load_checkpoint(resolve_checkpoint(run))
+    if model.vision is None:
+        raise UserError(f"{run} is a text-only model: it has no visual tokens to attend to")
+    shares, counts = [], []
+    for start in range(0, len(notes), batch_size):
+        chunk = notes[start : start + batch_size]
+        pixels = torch.stack([model.vision.transform(note_image(n, image_root)[0]) for n in chunk])
+        s, c = attention_shares(model, model.collate(chunk, pixels))
+        shares.append(s)
+        counts.append(c)
+    return {
+        "note_ids": [str(n["note_id"]) for n in notes],
+        "shares": np.concatenate(shares).round(6).tolist(),
+        "counts": np.concatenate(counts).astype(int).tolist(),
+    }
+
+
+def replicate_record(rep: Path, variants: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    es = quality_eval_set(rep)
+    picks = sample_notes(es.queries, args.max_notes)
+    notes = [es.queries[i] for i in picks]
+    record: dict[str, Any] = {
+        "replicate": str(rep),
+        "slices": {s: es.slices[s][picks].astype(bool).tolist() for s in SLICES[1:] if s in es.slices},
+        "variants": {},
+    }
+    for variant in variants:
+        run = rep / "runs" / variant
+        if not run.is_dir():
+            raise UserError(f"{run} not found; train it with quality.py --out {rep} --variants {variant}")
+        cache = run / CACHE
+        ids = [str(n["note_id"]) for n in notes]
+        if cache.exists() and json.loads(cache.read_text()).get("note_ids") == ids:
+            record["variants"][variant] = json.loads(cache.read_text())
+            continue
+        t0 = time.perf_counter()
+        result = measure(run, notes, rep / "data", args.batch_size)
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        write_json_atomic(cache, result)
+        record["variants"][variant] = result
+        print(f"{rep.name} {variant}: {len(notes)} notes in {result['seconds']} s", flush=True)
+    return record
+
+
+def _band_values(result: dict[str, Any], part: str, mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per band, each note's mean share of `part` over the band's layers."""
+    shares = np.asarray(result["shares"])[..., PARTS.index(part)]  # (notes, layers)
+    if mask is not None:
+        shares = shares[mask]
+    return {band: shares[:, layers].mean(1) for band, layers in band_layers(shares.shape[1]).items()}
+
+
+def _stacked(
+    records: list[dict[str, Any]], variant: str, key: str, masks: list[np.ndarray | None]
+) -> np.ndarray:
+    """`key` ("shares" or "counts") of `variant` over every replicate's notes in its mask."""
+    parts = [np.asarray(r["variants"][variant][key]) for r in records]
+    return np.concatenate([a if m is None else a[m] for a, m in zip(parts, masks, strict=True)])
+
+
+def pool(
+    records: list[dict[str, Any]], variants: list[str], reference: str, boot: Bootstrap
+) -> dict[str, Any]:
+    """Per slice, variant and part: pooled band intervals, and minus `reference` (paired)."""
+    out: dict[str, Any] = {}
+    for slice_name in SLICES:
+        masks = [None if slice_name == "all" else np.asarray(r["slices"][slice_name]) for r in records]
+        rows: dict[str, Any] = {}
+        for variant in variants:
+            row: dict[str, Any] = {}
+            for part in ("visual", "first", "img_emb"):
+                values = [
+                    _band_values(r["variants"][variant], part, m) for r, m in zip(records, masks, strict=True)
+                ]
+                row[part] = {k: iv.to_dict() for k, iv in pooled_intervals(values, boot).items()}
+                if part == "visual" and variant != reference:
+                    ref = [
+                        _band_values(r["variants"][reference], part, m)
+                        for r, m in zip(records, masks, strict=True)
+                    ]
+                    paired = pooled_paired_intervals(values, ref, boot)
+                    row["visual_minus_reference"] = {k: iv.to_dict() for k, iv in paired.items()}
+            counts = _stacked(records, variant, "counts", masks)
+            row["uniform_visual"] = float((counts[:, PARTS.index("visual")] / counts.sum(1)).mean())
+            layers = _stacked(records, variant, "shares", masks)
+            row["per_layer"] = {p: layers[..., i].mean(0).round(5).tolist() for i, p in enumerate(PARTS)}
+            rows[variant] = row
+        notes = sum(
+            len(r["variants"][reference]["note_ids"]) if m is None else int(m.sum())
+            for r, m in zip(records, masks, strict=True)
+        )
+        out[slice_name] = {"notes": notes, **rows}
+    return out
+
+
+def markdown(results: dict[str, Any], variants: list[str], reference: str) -> list[str]:
+    lines = [
+        "# Share of the pooled token's attention on the visual tokens",
+        "",
+        f"Replicates: {', '.join(results['replicates'])}. Layers: {results['layers']} "
+        f"(thirds: {', '.join(f'{b} {v}' for b, v in results['bands'].items())}). "
+        "95% bootstrap intervals over notes; * marks a difference from "
+        f"{reference} whose interval excludes 0.",
+    ]
+    for slice_name in SLICES:
+        part = results["pooled"][slice_name]
+        bands = list(results["bands"])
+        head = ["variant", *(f"visual, {b}" for b in bands), *(f"− {reference}, {b}" for b in bands)]
+        head += ["even spread", "first token, shallow", "<IMG_EMB>, shallow"]
+        rows = []
+        for v in variants:
+            row = part[v]
+            cells = [v, *(with_interval(row["visual"][b]["estimate"], row["visual"][b]) for b in bands)]
+            for b in bands:
+                d = row.get("visual_minus_reference", {}).get(b)
+                cells.append(
+                    "-"
+                    if d is None
+                    else marked_difference(with_interval(d["estimate"], d, True), excludes_zero(d))
+                )
+            cells += [
+                f"{row['uniform_visual']:.3f}",
+                f"{row['first'][bands[0]]['estimate']:.3f}",
+                f"{row['img_emb'][bands[0]]['estimate']:.3f}",
+            ]
+            rows.append(cells)
+        lines += ["", f"## {slice_name} ({part['notes']} notes)", "", *markdown_table(head, rows)]
+    return lines
+
+
+def plot(results: dict[str, Any], variants: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    part = results["pooled"]["all"]
+    for v in variants:
+        share = part[v]["per_layer"]["visual"]
+        ax.plot(range(1, len(share) + 1), share, marker="o", markersize=3, label=v)
+    ax.axhline(
+        np.mean([part[v]["uniform_visual"] for v in variants]),
+        color="grey",
+        ls="--",
+        lw=1,
+        label="even spread",
+    )
+    ax.set_xlabel("LLM layer")
+    ax.set_ylabel("share of the pooled token's attention on the visual tokens")
+    ax.legend()
+    save_png(fig, path)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if args.reference not in variants:
+        raise UserError(f"--reference {args.reference!r} is not among --variants {variants}")
+    records = [replicate_record(rep, variants, args) for rep in args.replicates]
+    layers = len(records[0]["variants"][variants[0]]["shares"][0])
+    results = {
+        "replicates": [str(r) for r in args.replicates],
+        "variants": variants,
+        "reference": args.reference,
+        "layers": layers,
+        "bands": {b: [int(i) + 1 for i in idx[[0, -1]]] for b, idx in band_layers(layers).items()},
+        "pooled": pool(records, variants, args.reference, Bootstrap(resamples=args.resamples)),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out / "results.json", results)
+    with atomic_path(args.out / "results.md") as tmp:
+        tmp.write_text("\n".join(markdown(results, variants, args.reference)) + "\n")
+    plot(results, variants, args.out / "attention_share.png")
+    print("\n".join(markdown(results, variants, args.reference)))
+    return results
+
+
+if __name__ == "__main__":
+    main()
