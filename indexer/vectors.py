@@ -128,6 +128,23 @@ class EmbedSummary:
     seconds: float = 0.0
 
 
+def check_vectors_dir(out: str | Path) -> Path:
+    """Refuse an `--out` that is a file or holds anything but vector parts (a `UserError`
+    naming the path); call it before loading a model to fail fast. Returns `out`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory; choose another path")
+    foreign = (
+        [p.name for p in out.iterdir() if not p.name.startswith(("part-", ".part-"))] if out.exists() else []
+    )
+    if foreign:
+        raise UserError(
+            f"--out {out} holds files that are not vector parts (e.g. {foreign[0]}); choose an empty or "
+            "vectors directory"
+        )
+    return out
+
+
 def embed_to_vectors(
     notes: pl.DataFrame,
     embedder: Embedder,
@@ -144,17 +161,7 @@ def embed_to_vectors(
     t0 = time.perf_counter()
     if part_size < 1:
         raise UserError(f"--part-size {part_size} must be at least 1")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory; choose another path")
-    foreign = (
-        [p.name for p in out.iterdir() if not p.name.startswith(("part-", ".part-"))] if out.exists() else []
-    )
-    if foreign:
-        raise UserError(
-            f"--out {out} holds files that are not vector parts (e.g. {foreign[0]}); choose an empty or "
-            "vectors directory"
-        )
+    out = check_vectors_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     model_id, dim = embedder.model_id, int(embedder.dim)
     mine = notes.filter(pl.Series(note_shard(notes["note_id"].to_list(), shards) == shard)).sort("note_id")

@@ -45,11 +45,12 @@ def command(
     import os
 
     from core.contracts import read_notes
-    from indexer.vectors import embed_to_vectors, parse_shard
+    from indexer.vectors import check_vectors_dir, embed_to_vectors, parse_shard
     from train.embed import load_embedder
 
     console = Console(stderr=True)
     index, count = parse_shard(shard)
+    check_vectors_dir(out)
     frame = read_notes(notes)
     if device is None and "LOCAL_RANK" in os.environ:
         import torch

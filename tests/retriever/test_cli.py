@@ -212,6 +212,9 @@ def test_eval_and_index_check_their_arguments_before_reading_data(
     notes = synth_platform / "notes.parquet"
     code, text = _invoke("index", notes, "--checkpoint", runs[0], "--workspace", ws, "--device", "tpu")
     assert code == 2 and "expected cpu, cuda or cuda:N" in text and not ws.exists(), text
+    # embed: a foreign --out is refused before the checkpoint (here a missing one) is looked at.
+    code, text = _invoke("embed", notes, "--checkpoint", tmp_path / "no-run", "--out", synth_platform)
+    assert code == 2 and "holds files that are not vector parts" in text, text
 
 
 def test_index_and_eval_stop_when_images_do_not_resolve(
