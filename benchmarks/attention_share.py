@@ -40,7 +40,7 @@ from core.contracts import Note
 from core.errors import UserError
 from core.images import note_image
 from core.io import atomic_path, write_json_atomic
-from retriever.report import excludes_zero, markdown_table, marked_difference, save_png, with_interval
+from retriever.report import excludes_zero, markdown_table, marked_difference, save_png
 from train.attention_share import PARTS, attention_shares
 from train.checkpoint import load_checkpoint, resolve_checkpoint
 
@@ -91,10 +91,17 @@ def measure(run: Path, notes: list[Note], image_root: Path, batch_size: int) -> 
         shares.append(s)
         counts.append(c)
     return {
+        "parts": list(PARTS),
         "note_ids": [str(n["note_id"]) for n in notes],
         "shares": np.concatenate(shares).round(6).tolist(),
         "counts": np.concatenate(counts).astype(int).tolist(),
     }
+
+
+def _cached(cache: Path, ids: list[str]) -> bool:
+    """Whether `cache` holds these notes' shares over today's PARTS."""
+    data = json.loads(cache.read_text())
+    return data.get("note_ids") == ids and data.get("parts") == list(PARTS)
 
 
 def replicate_record(rep: Path, variants: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +119,7 @@ def replicate_record(rep: Path, variants: list[str], args: argparse.Namespace) -
             raise UserError(f"{run} not found; train it with quality.py --out {rep} --variants {variant}")
         cache = run / CACHE
         ids = [str(n["note_id"]) for n in notes]
-        if cache.exists() and json.loads(cache.read_text()).get("note_ids") == ids:
+        if cache.exists() and _cached(cache, ids):
             record["variants"][variant] = json.loads(cache.read_text())
             continue
         t0 = time.perf_counter()
@@ -150,7 +157,7 @@ def pool(
         rows: dict[str, Any] = {}
         for variant in variants:
             row: dict[str, Any] = {}
-            for part in ("visual", "first", "img_emb"):
+            for part in PARTS:
                 values = [
                     _band_values(r["variants"][variant], part, m) for r, m in zip(records, masks, strict=True)
                 ]
@@ -175,38 +182,63 @@ def pool(
     return out
 
 
+def _pct(iv: dict[str, float], signed: bool = False) -> str:
+    """A share as a percentage with its interval: `0.31% [0.30, 0.32]` (`+0.05 pp [...]`)."""
+    f = "{:+.2f}" if signed else "{:.2f}"
+    unit = " pp" if signed else "%"
+    low, high = f.format(100 * iv["low"]), f.format(100 * iv["high"])
+    return f"{f.format(100 * iv['estimate'])}{unit} [{low}, {high}]"
+
+
 def markdown(results: dict[str, Any], variants: list[str], reference: str) -> list[str]:
+    bands = list(results["bands"])
     lines = [
         "# Share of the pooled token's attention on the visual tokens",
         "",
         f"Replicates: {', '.join(results['replicates'])}. Layers: {results['layers']} "
-        f"(thirds: {', '.join(f'{b} {v}' for b, v in results['bands'].items())}). "
-        "95% bootstrap intervals over notes; * marks a difference from "
-        f"{reference} whose interval excludes 0.",
+        f"(thirds: {', '.join(f'{b} {v[0]}-{v[1]}' for b, v in results['bands'].items())}). "
+        "Each cell: the mean over the band's layers and the notes, with its 95% bootstrap "
+        f"interval over notes; differences from {reference} are paired on the same notes, in "
+        "percentage points, * where the interval excludes 0. Even spread: the visual tokens' "
+        "share if the pooled token attended equally to every real token.",
     ]
     for slice_name in SLICES:
         part = results["pooled"][slice_name]
-        bands = list(results["bands"])
         head = ["variant", *(f"visual, {b}" for b in bands), *(f"− {reference}, {b}" for b in bands)]
-        head += ["even spread", "first token, shallow", "<IMG_EMB>, shallow"]
         rows = []
         for v in variants:
             row = part[v]
-            cells = [v, *(with_interval(row["visual"][b]["estimate"], row["visual"][b]) for b in bands)]
+            cells = [v, *(_pct(row["visual"][b]) for b in bands)]
             for b in bands:
                 d = row.get("visual_minus_reference", {}).get(b)
-                cells.append(
-                    "-"
-                    if d is None
-                    else marked_difference(with_interval(d["estimate"], d, True), excludes_zero(d))
-                )
-            cells += [
-                f"{row['uniform_visual']:.3f}",
-                f"{row['first'][bands[0]]['estimate']:.3f}",
-                f"{row['img_emb'][bands[0]]['estimate']:.3f}",
-            ]
-            rows.append(cells)
-        lines += ["", f"## {slice_name} ({part['notes']} notes)", "", *markdown_table(head, rows)]
+                cells.append("-" if d is None else marked_difference(_pct(d, True), excludes_zero(d)))
+            rows.append([*cells, f"{100 * row['uniform_visual']:.1f}%"])
+        lines += [
+            "",
+            f"## {slice_name} ({part['notes']} notes)",
+            "",
+            *markdown_table([*head, "even spread"], rows),
+        ]
+    lines += [
+        "",
+        "## Where the rest goes (all notes; shares per band, " + " / ".join(bands) + ")",
+        "",
+        *markdown_table(
+            ["variant", *PARTS],
+            [
+                [
+                    v,
+                    *(
+                        " / ".join(
+                            f"{100 * results['pooled']['all'][v][p][b]['estimate']:.1f}" for b in bands
+                        )
+                        for p in PARTS
+                    ),
+                ]
+                for v in variants
+            ],
+        ),
+    ]
     return lines
 
 

@@ -11,8 +11,9 @@ heads) into four parts that sum to 1:
 - `first`: the prompt's first token, where most LLMs park attention they do not need
   (the "attention sink"), kept apart so that it does not hide the rest;
 - `visual`: the connector's visual tokens;
-- `img_emb`: the `<IMG_EMB>` token of the mICL prompt (0 in other prompts), after which
-  the visual embedding is read;
+- `img_summary`: in the mICL prompt, the token just before `<IMG_EMB>`, whose hidden
+  state is the visual embedding (the image compressed into one token); 0 elsewhere;
+- `img_emb`: the `<IMG_EMB>` token of the mICL prompt (0 in other prompts);
 - `text`: every other real token (the prompt's words and the pooled token itself).
 
 Attention weights need the eager attention kernel; `attention_shares` switches the LLM to
@@ -30,7 +31,7 @@ import torch
 
 from train.model import NoteLLM2, last_token_index, positions_from_mask
 
-PARTS = ("first", "visual", "img_emb", "text")
+PARTS = ("first", "visual", "img_summary", "img_emb", "text")
 
 
 @contextlib.contextmanager
@@ -52,8 +53,11 @@ def part_masks(ids: torch.Tensor, mask: torch.Tensor, img_emb_id: int) -> torch.
     first[torch.arange(ids.shape[0], device=ids.device), real.int().argmax(1)] = True
     visual = real & (ids == -1) & ~first
     img_emb = real & (ids == img_emb_id) & ~first
-    text = real & ~first & ~visual & ~img_emb
-    return torch.stack([first, visual, img_emb, text], 1).float()
+    img_summary = torch.zeros_like(real)
+    img_summary[:, :-1] = img_emb[:, 1:]  # the position before <IMG_EMB>
+    img_summary &= real & ~first & ~visual
+    text = real & ~first & ~visual & ~img_summary & ~img_emb
+    return torch.stack([first, visual, img_summary, img_emb, text], 1).float()
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ def simulated(seed: int, extra_shallow: float, n: int = 200) -> dict:
     lifted = base.copy()
     lifted[:, :2, PARTS.index("visual")] += extra_shallow
     lifted[:, :2, PARTS.index("text")] -= extra_shallow
-    counts = np.tile([1, 16, 0, 63], (n, 1))  # 16 visual of 80 tokens: an even spread gives 0.2
+    counts = np.tile([1, 16, 0, 0, 63], (n, 1))  # 16 visual of 80 tokens: an even spread gives 0.2
     short = rng.random(n) < 0.5
 
     def run(shares: np.ndarray) -> dict:
@@ -82,7 +82,8 @@ def test_pooled_difference_covers_the_simulated_one() -> None:
         ["basic", "lf"],
         "basic",
     )
-    assert any(line.startswith("| lf |") and "**+0.040" in line for line in lines)
+    assert any(line.startswith("| lf |") and "**+4.00 pp [" in line for line in lines)
+    assert any(line.startswith("| basic |") and line.endswith("| 20.0% |") for line in lines)
 
 
 def test_measure_reads_a_checkpoint_and_refuses_a_text_only_one(tmp_path: Path) -> None:
