@@ -16,9 +16,14 @@ as in `benchmarks/quality_replicates.py`), each variant minus `--reference` pair
 the same notes, and the share the visual tokens would get if attention were spread
 evenly over the real tokens. The plot shows the share layer by layer.
 
+`basic@0` (in the default `--variants`) is the basic run's model before its first step:
+the pretrained LLM with a freshly initialised connector, built from the run's config
+and seed. It tells the neglect that training brings from the neglect the LLM starts with.
+
     python benchmarks/attention_share.py bench_out/quality-emoji-s0 --out bench_out/attention
 
-Each replicate's shares are cached in REPLICATE/runs/VARIANT/attention_share.json.
+Each replicate's shares are cached in REPLICATE/runs/VARIANT/attention_share.json
+(`attention_share@0.json` for an untrained model).
 Writes OUT/results.json, OUT/results.md and OUT/attention_share.png.
 """
 
@@ -43,8 +48,12 @@ from core.io import atomic_path, write_json_atomic
 from retriever.report import excludes_zero, markdown_table, marked_difference, save_png
 from train.attention_share import PARTS, attention_shares
 from train.checkpoint import load_checkpoint, resolve_checkpoint
+from train.loop import seed_everything
+from train.model import NoteLLM2, build_model
+from train.train_config import TrainConfig
 
 CACHE = "attention_share.json"
+UNTRAINED = "@0"  # `basic@0` in --variants: the basic run's model before its first step
 BANDS = ("shallow", "middle", "deep")
 SLICES = ("all", "query_text=short", "query_text=long")
 
@@ -52,7 +61,11 @@ SLICES = ("all", "query_text=short", "query_text=long")
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("replicates", nargs="+", type=Path, help="benchmarks/quality.py --out directories")
-    p.add_argument("--variants", default="basic,late-fusion,micl,notellm2", help="comma-separated")
+    p.add_argument(
+        "--variants",
+        default="basic@0,basic,late-fusion,micl,notellm2",
+        help="comma-separated; VARIANT@0 is that run's model before training (its config and seed)",
+    )
     p.add_argument("--reference", default="basic", help="the variant every other is paired against")
     p.add_argument("--max-notes", type=int, default=256, help="test queries per replicate (a fixed sample)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -78,11 +91,18 @@ def sample_notes(queries: list[Note], max_notes: int) -> list[int]:
     return [order[i] for i in picks]
 
 
-def measure(run: Path, notes: list[Note], image_root: Path, batch_size: int) -> dict[str, Any]:
-    """The shares (notes, layers, PARTS) and token counts (notes, PARTS) of one trained run."""
-    model = load_checkpoint(resolve_checkpoint(run))
+def untrained_model(run: Path) -> NoteLLM2:
+    """The model `run` started from: its config.json's model built under its seed, as
+    `i2i train` builds it before step 1 (pretrained LLM, freshly initialised connector)."""
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    seed_everything(cfg.seed)
+    return build_model(cfg.model).eval()
+
+
+def measure(model: NoteLLM2, notes: list[Note], image_root: Path, batch_size: int) -> dict[str, Any]:
+    """The shares (notes, layers, PARTS) and token counts (notes, PARTS) of one model."""
     if model.vision is None:
-        raise UserError(f"{run} is a text-only model: it has no visual tokens to attend to")
+        raise UserError("a text-only model has no visual tokens to attend to; drop it from --variants")
     shares, counts = [], []
     for start in range(0, len(notes), batch_size):
         chunk = notes[start : start + batch_size]
@@ -114,16 +134,18 @@ def replicate_record(rep: Path, variants: list[str], args: argparse.Namespace) -
         "variants": {},
     }
     for variant in variants:
-        run = rep / "runs" / variant
+        name, untrained = variant.removesuffix(UNTRAINED), variant.endswith(UNTRAINED)
+        run = rep / "runs" / name
         if not run.is_dir():
-            raise UserError(f"{run} not found; train it with quality.py --out {rep} --variants {variant}")
-        cache = run / CACHE
+            raise UserError(f"{run} not found; train it with quality.py --out {rep} --variants {name}")
+        cache = run / (CACHE.replace(".json", f"{UNTRAINED}.json") if untrained else CACHE)
         ids = [str(n["note_id"]) for n in notes]
         if cache.exists() and _cached(cache, ids):
             record["variants"][variant] = json.loads(cache.read_text())
             continue
         t0 = time.perf_counter()
-        result = measure(run, notes, rep / "data", args.batch_size)
+        model = untrained_model(run) if untrained else load_checkpoint(resolve_checkpoint(run))
+        result = measure(model, notes, rep / "data", args.batch_size)
         result["seconds"] = round(time.perf_counter() - t0, 1)
         write_json_atomic(cache, result)
         record["variants"][variant] = result

@@ -89,7 +89,7 @@ def test_pooled_difference_covers_the_simulated_one() -> None:
 def test_measure_reads_a_checkpoint_and_refuses_a_text_only_one(tmp_path: Path) -> None:
     from PIL import Image
 
-    from train.checkpoint import save_checkpoint
+    from train.checkpoint import load_checkpoint, save_checkpoint
     from train.model import build_model
     from train.testing import single_thread, tiny_model_config, tiny_notes
 
@@ -98,11 +98,54 @@ def test_measure_reads_a_checkpoint_and_refuses_a_text_only_one(tmp_path: Path) 
         Image.new("RGB", (32, 32), (40 * i, 100, 200)).save(tmp_path / f"{i}.png")
         note["image"] = f"{i}.png"
     with single_thread():
-        save_checkpoint(build_model(tiny_model_config(variant="late-fusion")), tmp_path / "lf")
-        result = att.measure(tmp_path / "lf", notes, tmp_path, batch_size=2)
+        model = build_model(tiny_model_config(variant="late-fusion"))
+        save_checkpoint(model, tmp_path / "lf")
+        result = att.measure(load_checkpoint(tmp_path / "lf"), notes, tmp_path, batch_size=2)
         shares = np.asarray(result["shares"])
         assert shares.shape == (3, 2, len(PARTS)) and result["note_ids"] == ["n0", "n1", "n2"]
         np.testing.assert_allclose(shares.sum(-1), 1.0, atol=1e-5)
-        save_checkpoint(build_model(tiny_model_config(variant="text-only")), tmp_path / "text")
-        with pytest.raises(UserError, match="text-only model: it has no visual tokens"):
-            att.measure(tmp_path / "text", notes, tmp_path, batch_size=2)
+        np.testing.assert_allclose(att.measure(model, notes, tmp_path, 3)["shares"], shares, atol=1e-5)
+        with pytest.raises(UserError, match="text-only model has no visual tokens"):
+            att.measure(build_model(tiny_model_config(variant="text-only")), notes, tmp_path, batch_size=2)
+
+
+def test_the_untrained_model_is_the_runs_step_zero(
+    synth_platform: Path, synth_pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`VARIANT@0` rebuilds what `i2i train` built before step 1: same config, same seed."""
+    import torch
+
+    import train.loop as loop
+    from train.testing import single_thread, tiny_model_config
+    from train.train_config import TrainConfig
+
+    built: dict[str, torch.Tensor] = {}
+
+    def build_and_keep(config):  # the model the run starts from, before any step
+        model = real_build(config)
+        built.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return model
+
+    real_build = loop.build_model
+    monkeypatch.setattr(loop, "build_model", build_and_keep)
+    cfg = TrainConfig(
+        notes=str(synth_platform / "notes.parquet"),
+        images=str(synth_platform),
+        pairs=str(synth_pairs),
+        out=str(tmp_path / "run"),
+        model=tiny_model_config(),
+        lr=1e-3,
+        pairs_per_step=8,
+        max_steps=1,
+        val_every=1,
+        num_workers=0,
+        val_max_queries=8,
+        seed=7,
+    )
+    with single_thread():
+        loop.train(cfg)
+        torch.manual_seed(123)  # the rebuild does not depend on the RNG state before it
+        rebuilt = att.untrained_model(Path(cfg.out)).state_dict()
+    assert built and set(rebuilt) == set(built)
+    for name, value in rebuilt.items():
+        assert torch.equal(value, built[name]), name
