@@ -56,6 +56,11 @@ CACHE = "attention_share.json"
 UNTRAINED = "@0"  # `basic@0` in --variants: the basic run's model before its first step
 BANDS = ("shallow", "middle", "deep")
 SLICES = ("all", "query_text=short", "query_text=long")
+# The image reaches the pooled token through the visual tokens and, in the mICL prompt,
+# through the summary token and <IMG_EMB>: IMAGE is the three together.
+IMAGE = "image"
+IMAGE_PARTS = ("visual", "img_summary", "img_emb")
+COMPARED = ("visual", IMAGE)  # the parts paired against --reference
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -154,8 +159,10 @@ def replicate_record(rep: Path, variants: list[str], args: argparse.Namespace) -
 
 
 def _band_values(result: dict[str, Any], part: str, mask: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Per band, each note's mean share of `part` over the band's layers."""
-    shares = np.asarray(result["shares"])[..., PARTS.index(part)]  # (notes, layers)
+    """Per band, each note's mean share of `part` (one of PARTS, or IMAGE: the three image
+    parts together) over the band's layers."""
+    picks = [PARTS.index(p) for p in IMAGE_PARTS] if part == IMAGE else [PARTS.index(part)]
+    shares = np.asarray(result["shares"])[..., picks].sum(-1)  # (notes, layers)
     if mask is not None:
         shares = shares[mask]
     return {band: shares[:, layers].mean(1) for band, layers in band_layers(shares.shape[1]).items()}
@@ -179,22 +186,26 @@ def pool(
         rows: dict[str, Any] = {}
         for variant in variants:
             row: dict[str, Any] = {}
-            for part in PARTS:
+            for part in (*PARTS, IMAGE):
                 values = [
                     _band_values(r["variants"][variant], part, m) for r, m in zip(records, masks, strict=True)
                 ]
                 row[part] = {k: iv.to_dict() for k, iv in pooled_intervals(values, boot).items()}
-                if part == "visual" and variant != reference:
+                if part in COMPARED and variant != reference:
                     ref = [
                         _band_values(r["variants"][reference], part, m)
                         for r, m in zip(records, masks, strict=True)
                     ]
                     paired = pooled_paired_intervals(values, ref, boot)
-                    row["visual_minus_reference"] = {k: iv.to_dict() for k, iv in paired.items()}
+                    row[f"{part}_minus_reference"] = {k: iv.to_dict() for k, iv in paired.items()}
             counts = _stacked(records, variant, "counts", masks)
             row["uniform_visual"] = float((counts[:, PARTS.index("visual")] / counts.sum(1)).mean())
+            image = counts[:, [PARTS.index(p) for p in IMAGE_PARTS]].sum(1)
+            row[f"uniform_{IMAGE}"] = float((image / counts.sum(1)).mean())
             layers = _stacked(records, variant, "shares", masks)
             row["per_layer"] = {p: layers[..., i].mean(0).round(5).tolist() for i, p in enumerate(PARTS)}
+            image_layers = layers[..., [PARTS.index(p) for p in IMAGE_PARTS]].sum(-1)
+            row["per_layer"][IMAGE] = image_layers.mean(0).round(5).tolist()
             rows[variant] = row
         notes = sum(
             len(r["variants"][reference]["note_ids"]) if m is None else int(m.sum())
@@ -215,32 +226,35 @@ def _pct(iv: dict[str, float], signed: bool = False) -> str:
 def markdown(results: dict[str, Any], variants: list[str], reference: str) -> list[str]:
     bands = list(results["bands"])
     lines = [
-        "# Share of the pooled token's attention on the visual tokens",
+        "# Share of the pooled token's attention on the image",
         "",
         f"Replicates: {', '.join(results['replicates'])}. Layers: {results['layers']} "
         f"(thirds: {', '.join(f'{b} {v[0]}-{v[1]}' for b, v in results['bands'].items())}). "
         "Each cell: the mean over the band's layers and the notes, with its 95% bootstrap "
         f"interval over notes; differences from {reference} are paired on the same notes, in "
-        "percentage points, * where the interval excludes 0. Even spread: the visual tokens' "
-        "share if the pooled token attended equally to every real token.",
+        "percentage points, * where the interval excludes 0. Even spread: the part's share "
+        "if the pooled token attended equally to every real token.",
     ]
+    titles = {"visual": "the visual tokens", IMAGE: "the image: visual tokens + summary token + <IMG_EMB>"}
     for slice_name in SLICES:
         part = results["pooled"][slice_name]
-        head = ["variant", *(f"visual, {b}" for b in bands), *(f"− {reference}, {b}" for b in bands)]
-        rows = []
-        for v in variants:
-            row = part[v]
-            cells = [v, *(_pct(row["visual"][b]) for b in bands)]
-            for b in bands:
-                d = row.get("visual_minus_reference", {}).get(b)
-                cells.append("-" if d is None else marked_difference(_pct(d, True), excludes_zero(d)))
-            rows.append([*cells, f"{100 * row['uniform_visual']:.1f}%"])
-        lines += [
-            "",
-            f"## {slice_name} ({part['notes']} notes)",
-            "",
-            *markdown_table([*head, "even spread"], rows),
-        ]
+        lines += ["", f"## {slice_name} ({part['notes']} notes)"]
+        for compared in COMPARED:
+            head = [
+                "variant",
+                *(f"{compared}, {b}" for b in bands),
+                *(f"− {reference}, {b}" for b in bands),
+                "even spread",
+            ]
+            rows = []
+            for v in variants:
+                row = part[v]
+                cells = [v, *(_pct(row[compared][b]) for b in bands)]
+                for b in bands:
+                    d = row.get(f"{compared}_minus_reference", {}).get(b)
+                    cells.append("-" if d is None else marked_difference(_pct(d, True), excludes_zero(d)))
+                rows.append([*cells, f"{100 * row['uniform_' + compared]:.1f}%"])
+            lines += ["", f"Share on {titles[compared]}:", "", *markdown_table(head, rows)]
     lines += [
         "",
         "## Where the rest goes (all notes; shares per band, " + " / ".join(bands) + ")",
@@ -265,26 +279,25 @@ def markdown(results: dict[str, Any], variants: list[str], reference: str) -> li
 
 
 def plot(results: dict[str, Any], variants: list[str], path: Path) -> None:
+    """Per layer, the share on the visual tokens (left) and on the whole image (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     part = results["pooled"]["all"]
-    for v in variants:
-        share = part[v]["per_layer"]["visual"]
-        ax.plot(range(1, len(share) + 1), share, marker="o", markersize=3, label=v)
-    ax.axhline(
-        np.mean([part[v]["uniform_visual"] for v in variants]),
-        color="grey",
-        ls="--",
-        lw=1,
-        label="even spread",
-    )
-    ax.set_xlabel("LLM layer")
-    ax.set_ylabel("share of the pooled token's attention on the visual tokens")
-    ax.legend()
+    for ax, compared, title in zip(
+        axes, COMPARED, ("visual tokens", "image (+ summary, <IMG_EMB>)"), strict=True
+    ):
+        for v in variants:
+            share = 100 * np.asarray(part[v]["per_layer"][compared])
+            ax.plot(range(1, len(share) + 1), share, marker="o", markersize=3, label=v)
+        ax.set_yscale("log")
+        ax.set_xlabel("LLM layer")
+        ax.set_title(f"pooled token's attention on the {title}")
+    axes[0].set_ylabel("% of the pooled token's attention (log)")
+    axes[0].legend()
     save_png(fig, path)
 
 

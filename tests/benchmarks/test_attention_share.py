@@ -68,6 +68,9 @@ def test_pooled_difference_covers_the_simulated_one() -> None:
         pooled["all"]["basic"]["visual"]["shallow"]["estimate"] + 0.04
     )
     assert "visual_minus_reference" not in pooled["all"]["basic"]
+    # No summary token or <IMG_EMB> here: the whole image's share is the visual tokens'.
+    assert lf["image_minus_reference"]["shallow"]["estimate"] == pytest.approx(0.04)
+    assert lf["per_layer"]["image"] == lf["per_layer"]["visual"]
     assert lf["uniform_visual"] == pytest.approx(0.2)
     assert lf["per_layer"]["visual"][0] - lf["per_layer"]["visual"][5] == pytest.approx(0.04, abs=1e-9)
     short = sum(sum(r["slices"]["query_text=short"]) for r in records)
