@@ -287,15 +287,14 @@ def plot(results: dict[str, Any], variants: list[str], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     part = results["pooled"]["all"]
-    for ax, compared, title in zip(
-        axes, COMPARED, ("visual tokens", "image (+ summary, <IMG_EMB>)"), strict=True
-    ):
+    titles = ("the visual tokens", "the image: visual + summary + <IMG_EMB>")
+    for ax, compared, title in zip(axes, COMPARED, titles, strict=True):
         for v in variants:
             share = 100 * np.asarray(part[v]["per_layer"][compared])
             ax.plot(range(1, len(share) + 1), share, marker="o", markersize=3, label=v)
         ax.set_yscale("log")
         ax.set_xlabel("LLM layer")
-        ax.set_title(f"pooled token's attention on the {title}")
+        ax.set_title(f"attention on {title}", fontsize=10)
     axes[0].set_ylabel("% of the pooled token's attention (log)")
     axes[0].legend()
     save_png(fig, path)
