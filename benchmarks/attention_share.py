@@ -123,10 +123,12 @@ def measure(model: NoteLLM2, notes: list[Note], image_root: Path, batch_size: in
     }
 
 
-def _cached(cache: Path, ids: list[str]) -> bool:
-    """Whether `cache` holds these notes' shares over today's PARTS."""
+def _cached(cache: Path, ids: list[str]) -> dict[str, Any] | None:
+    """The record in `cache` when it holds these notes' shares over today's PARTS, else None."""
+    if not cache.exists():
+        return None
     data = json.loads(cache.read_text())
-    return data.get("note_ids") == ids and data.get("parts") == list(PARTS)
+    return data if data.get("note_ids") == ids and data.get("parts") == list(PARTS) else None
 
 
 def replicate_record(rep: Path, variants: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -138,15 +140,16 @@ def replicate_record(rep: Path, variants: list[str], args: argparse.Namespace) -
         "slices": {s: es.slices[s][picks].astype(bool).tolist() for s in SLICES[1:] if s in es.slices},
         "variants": {},
     }
+    ids = [str(n["note_id"]) for n in notes]
     for variant in variants:
         name, untrained = variant.removesuffix(UNTRAINED), variant.endswith(UNTRAINED)
         run = rep / "runs" / name
         if not run.is_dir():
             raise UserError(f"{run} not found; train it with quality.py --out {rep} --variants {name}")
         cache = run / (CACHE.replace(".json", f"{UNTRAINED}.json") if untrained else CACHE)
-        ids = [str(n["note_id"]) for n in notes]
-        if cache.exists() and _cached(cache, ids):
-            record["variants"][variant] = json.loads(cache.read_text())
+        cached = _cached(cache, ids)
+        if cached is not None:
+            record["variants"][variant] = cached
             continue
         t0 = time.perf_counter()
         model = untrained_model(run) if untrained else load_checkpoint(resolve_checkpoint(run))
@@ -158,11 +161,16 @@ def replicate_record(rep: Path, variants: list[str], args: argparse.Namespace) -
     return record
 
 
-def _band_values(result: dict[str, Any], part: str, mask: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Per band, each note's mean share of `part` (one of PARTS, or IMAGE: the three image
-    parts together) over the band's layers."""
+def _part(values: np.ndarray, part: str) -> np.ndarray:
+    """`values` (..., PARTS) reduced to one part: a column of PARTS, or IMAGE (the sum of
+    the three image parts)."""
     picks = [PARTS.index(p) for p in IMAGE_PARTS] if part == IMAGE else [PARTS.index(part)]
-    shares = np.asarray(result["shares"])[..., picks].sum(-1)  # (notes, layers)
+    return values[..., picks].sum(-1)
+
+
+def _band_values(result: dict[str, Any], part: str, mask: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per band, each note's mean share of `part` (see `_part`) over the band's layers."""
+    shares = _part(np.asarray(result["shares"]), part)  # (notes, layers)
     if mask is not None:
         shares = shares[mask]
     return {band: shares[:, layers].mean(1) for band, layers in band_layers(shares.shape[1]).items()}
@@ -199,13 +207,10 @@ def pool(
                     paired = pooled_paired_intervals(values, ref, boot)
                     row[f"{part}_minus_reference"] = {k: iv.to_dict() for k, iv in paired.items()}
             counts = _stacked(records, variant, "counts", masks)
-            row["uniform_visual"] = float((counts[:, PARTS.index("visual")] / counts.sum(1)).mean())
-            image = counts[:, [PARTS.index(p) for p in IMAGE_PARTS]].sum(1)
-            row[f"uniform_{IMAGE}"] = float((image / counts.sum(1)).mean())
+            for part in COMPARED:  # the share if every real token got the same attention
+                row[f"uniform_{part}"] = float((_part(counts, part) / counts.sum(1)).mean())
             layers = _stacked(records, variant, "shares", masks)
-            row["per_layer"] = {p: layers[..., i].mean(0).round(5).tolist() for i, p in enumerate(PARTS)}
-            image_layers = layers[..., [PARTS.index(p) for p in IMAGE_PARTS]].sum(-1)
-            row["per_layer"][IMAGE] = image_layers.mean(0).round(5).tolist()
+            row["per_layer"] = {p: _part(layers, p).mean(0).round(5).tolist() for p in (*PARTS, IMAGE)}
             rows[variant] = row
         notes = sum(
             len(r["variants"][reference]["note_ids"]) if m is None else int(m.sum())

@@ -41,19 +41,6 @@ class DistEnv:
         return self.world_size > 1
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> the local rank's GPU when CUDA is available, else CPU; `cuda`, `cpu` as given."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu / auto")
-        return torch.device("cuda", local_rank)
-    if device == "cpu":
-        return torch.device("cpu")
-    raise UserError(f"unknown device {device!r}; expected auto, cuda or cpu")
-
-
 def inference_device(device: str | torch.device | None) -> torch.device:
     """An embedding device: None -> the GPU when CUDA is available, else CPU; a string
     such as `cpu`, `cuda` or `cuda:1` is checked against what this machine has."""
@@ -74,6 +61,15 @@ def inference_device(device: str | torch.device | None) -> torch.device:
     elif dev.type != "cpu":
         raise UserError(f"unknown device {device!r}; expected cpu, cuda or cuda:N")
     return dev
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """Training's `--device`: `auto` -> the local rank's GPU when CUDA is available, else
+    CPU; `cuda` -> the local rank's GPU (checked by `inference_device`); `cpu`."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise UserError(f"unknown device {device!r}; expected auto, cuda or cpu")
+    dev = inference_device(None if device == "auto" else device)
+    return torch.device("cuda", local_rank) if dev.type == "cuda" else dev
 
 
 def init_distributed(device: str = "auto") -> DistEnv:

@@ -9,7 +9,8 @@
 
 A new run goes only into a directory that holds nothing but a run's own files
 (`check_new_run_dir`): training never overwrites a `config.json` or `summary.json` that
-another command wrote. Only rank 0 writes; every function here is a no-op on the other ranks where it says so.
+another command wrote. Only rank 0 writes; every function here is a no-op on the other
+ranks where it says so.
 """
 
 from __future__ import annotations
