@@ -109,6 +109,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--users", type=int, default=None)
     p.add_argument("--events", type=int, default=None)
     p.add_argument("--subgroups", default=None, help="emoji: keep only these subgroups (comma-separated)")
+    p.add_argument(
+        "--subgroup-share",
+        type=float,
+        default=None,
+        help="emoji: share of sessions that follow a subgroup, the words (default 0.5; the rest "
+        "follow a colour cluster)",
+    )
     p.add_argument("--split", default=None, help="train,val,test shares of notes (default 0.6,0.1,0.3)")
     p.add_argument("--window", default="1h", help="co-view window (the simulated sessions last ~1h)")
     # the training recipe
@@ -157,6 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key in ("notes", "users", "events", "split"):
         if getattr(args, key, None) is None and key in defaults:
             setattr(args, key, defaults[key])
+    if args.subgroup_share is not None and args.data != "emoji":
+        p.error("--subgroup-share applies to --data emoji only")
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         p.error(f"--variants {','.join(unknown)} unknown; expected some of {','.join(VARIANTS)}")
@@ -174,8 +183,15 @@ def _data(args: argparse.Namespace, out: Path, console: Console) -> tuple[Path, 
 
             console.print(f"emoji: {args.users} users, {args.events} events")
             subgroups = args.subgroups.split(",") if args.subgroups else None
+            share = {} if args.subgroup_share is None else {"subgroup_share": args.subgroup_share}
             generate_emoji(
-                data, users=args.users, events=args.events, image_size=96, seed=args.seed, subgroups=subgroups
+                data,
+                users=args.users,
+                events=args.events,
+                image_size=96,
+                seed=args.seed,
+                subgroups=subgroups,
+                **share,
             )
         else:
             from pipeline.synth import generate_platform

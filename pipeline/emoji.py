@@ -12,9 +12,9 @@ subgroups in CLDR order) is a note:
 - image: the emoji drawn by Pillow from the Noto colour font (a bitmap font that only
   renders at size 109) on a white square, then resized.
 
-Users browse in sessions like `pipeline.synth`: half of each user's sessions follow a
-*subgroup* (`face-smiling`, `animal-bird`: what the words describe), the other half
-follow a *colour cluster* (k-means over each image's dominant colour: what no word
+Users browse in sessions like `pipeline.synth`: half of each user's sessions (by default;
+`subgroup_share`) follow a *subgroup* (`face-smiling`, `animal-bird`: what the words
+describe), the others follow a *colour cluster* (k-means over each image's dominant colour: what no word
 names). So co-viewed pairs are explainable by text, by image, or by both, and
 `truth.parquet` slices them with `pipeline.synth.pair_relation` (`topic` = subgroup id,
 `motif` = colour cluster id).
@@ -55,6 +55,7 @@ from pipeline.options import (  # defaults the CLI shows without importing this 
     DEFAULT_COLORS,
     DEFAULT_EVENTS,
     DEFAULT_SPLIT,  # noqa: F401  (re-exported: callers import it from here)
+    DEFAULT_SUBGROUP_SHARE,
     DEFAULT_USERS,
     EMOJI_TEST,
     FONT,
@@ -74,7 +75,6 @@ INSTALL_HINT = "install it with: apt-get install fonts-noto-color-emoji unicode-
 FONT_SIZE = 109  # the only size the bitmap colour font has
 CANVAS = 136  # the font's glyphs are 136 x 128 at size 109; drawn on a 136 x 136 square
 BACKGROUND = (255, 255, 255)
-SUBGROUP_SHARE = 0.5  # share of sessions that follow a subgroup (the rest: a colour cluster)
 
 EMOJI_OUTPUTS = (
     "notes.parquet",
@@ -236,6 +236,7 @@ def generate_emoji(
     events: int = DEFAULT_EVENTS,
     image_size: int = 96,
     colors: int = DEFAULT_COLORS,
+    subgroup_share: float = DEFAULT_SUBGROUP_SHARE,
     seed: int = 0,
     subgroups: Sequence[str] | None = None,
     emoji_test: str | Path = EMOJI_TEST,
@@ -249,7 +250,10 @@ def generate_emoji(
     last); a directory holding other files is refused unless `force` (`core.outputs`).
 
     `subgroups` keeps only those subgroups (names from emoji-test.txt), for quick runs.
-    Deterministic given the seed (which draws the colour clusters, popularity and logs).
+    `subgroup_share` is the share of sessions that follow a subgroup (the words); the rest
+    follow a colour cluster (the image alone). 0.5 by default; 0.8 makes a corpus where,
+    as on many real platforms, the text explains most co-views. Deterministic given the
+    seed (which draws the colour clusters, popularity and logs).
     """
     for name, value, low in (("users", users, 1), ("days", days, 1), ("events", events, 1)):
         if value < low:
@@ -258,6 +262,8 @@ def generate_emoji(
         raise UserError(f"--image-size {image_size} is too small; expected an integer >= 8")
     if colors < 1:
         raise UserError(f"--colors {colors} is too small; expected an integer >= 1")
+    if not 0.0 <= subgroup_share <= 1.0:
+        raise UserError(f"--subgroup-share {subgroup_share} is out of range; expected a share in [0, 1]")
     check_output_dir(out, EMOJI_OUTPUTS, label="emoji", force=force, option="OUT")
     t0 = time.perf_counter()
     emoji = _select(read_emoji_test(emoji_test), subgroups)
@@ -298,7 +304,9 @@ def generate_emoji(
             "popularity": popularity / popularity.sum(),
         }
     )
-    prefs, logs = _browse(truth, users=users, days=days, events=events, rng=rng)
+    prefs, logs = _browse(
+        truth, users=users, days=days, events=events, subgroup_share=subgroup_share, rng=rng
+    )
 
     out = Path(out)
     staged = output_dir(out, EMOJI_OUTPUTS, label="emoji", force=force, option="OUT", last=("emoji.json",))
@@ -321,6 +329,7 @@ def generate_emoji(
             "groups": len({e.group for e in emoji}),
             "subgroups": len(sub_names),
             "colors": n_colors,
+            "subgroup_share": subgroup_share,
             "users": users,
             "active_users": int(logs["user_id"].n_unique()),
             "days": days,
@@ -352,12 +361,18 @@ def _select(emoji: list[Emoji], subgroups: Sequence[str] | None) -> list[Emoji]:
 
 
 def _browse(
-    truth: pl.DataFrame, *, users: int, days: int, events: int, rng: np.random.Generator
+    truth: pl.DataFrame,
+    *,
+    users: int,
+    days: int,
+    events: int,
+    subgroup_share: float,
+    rng: np.random.Generator,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """User preferences and an event log of exactly `events` rows.
 
     Each user prefers two subgroups and two colour clusters; each session follows a
-    subgroup (SUBGROUP_SHARE) or a colour cluster, mostly one of the user's preferences;
+    subgroup (`subgroup_share` of them) or a colour cluster, mostly one of the user's preferences;
     each view follows the session's driver with probability ON_TOPIC, else it is a
     popular note (noise). Timing and clicks/likes as in `pipeline.synth`.
     """
@@ -374,7 +389,7 @@ def _browse(
     s_user = user[new_session]
     n_sessions = len(s_user)
 
-    by_topic = rng.random(n_sessions) < SUBGROUP_SHARE
+    by_topic = rng.random(n_sessions) < subgroup_share
     which = (rng.random(n_sessions) < 0.3).astype(np.int64)  # 70% the first preference
     loyal = rng.random(n_sessions) < PREFERENCE_LOYALTY
     s_topic = np.where(loyal, pref_topic[s_user, which], rng.integers(0, n_topics, n_sessions))

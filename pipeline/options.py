@@ -16,6 +16,7 @@ EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
 CLDR_COMMON = Path("/usr/share/unicode/cldr/common")
 FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 DEFAULT_COLORS = 32
+DEFAULT_SUBGROUP_SHARE = 0.5  # share of sessions that follow a subgroup (the rest: a colour cluster)
 # Defaults sized so that mining (1h window) and a 0.6/0.1/0.3 split leave 300+ test queries.
 DEFAULT_USERS = 3000
 DEFAULT_EVENTS = 300_000
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_MAX_EVENTS_PER_USER",
     "DEFAULT_MEMORY_LIMIT",
     "DEFAULT_SPLIT",
+    "DEFAULT_SUBGROUP_SHARE",
     "DEFAULT_USERS",
     "EMOJI_TEST",
     "FONT",

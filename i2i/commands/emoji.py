@@ -15,6 +15,7 @@ from pipeline.options import (
     DEFAULT_COLORS,
     DEFAULT_EVENTS,
     DEFAULT_SPLIT,
+    DEFAULT_SUBGROUP_SHARE,
     DEFAULT_USERS,
     EMOJI_TEST,
     FONT,
@@ -30,6 +31,15 @@ def command(
     colors: Annotated[
         int, typer.Option(help="Colour clusters (k-means over the images' dominant colours).")
     ] = DEFAULT_COLORS,
+    subgroup_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of sessions that follow a subgroup (what the words say); the rest follow a "
+            "colour cluster (what only the image shows).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = DEFAULT_SUBGROUP_SHARE,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same platform.")] = 0,
     subgroups: Annotated[
         str | None,
@@ -45,8 +55,8 @@ def command(
     """Write the emoji platform: notes.parquet, images/, logs/, truth.parquet, users.parquet.
 
     Each fully-qualified emoji is a note (title: its name, tags: its CLDR keywords, image:
-    drawn from the colour font). Half of each user's sessions follow a subgroup (what the
-    words say), half a colour cluster (what only the image shows). Deterministic by
+    drawn from the colour font). Half of each user's sessions (--subgroup-share) follow a
+    subgroup (what the words say), the rest a colour cluster (what only the image shows). Deterministic by
     --seed. Needs: apt-get install fonts-noto-color-emoji unicode-cldr-core unicode-data.
     """
     from pipeline.emoji import generate_emoji
@@ -60,6 +70,7 @@ def command(
             events=events,
             image_size=image_size,
             colors=colors,
+            subgroup_share=subgroup_share,
             seed=seed,
             subgroups=[s.strip() for s in subgroups.split(",") if s.strip()] if subgroups else None,
             emoji_test=emoji_test,
