@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from quality import quality_eval_set  # the sibling script (benchmarks/ is on sys.path)
+from quality_data import quality_eval_set, quality_source  # sibling module (benchmarks/ on sys.path)
 
 from core.bootstrap import Bootstrap, pooled_intervals, pooled_paired_intervals
 from core.contracts import Note
@@ -153,7 +153,7 @@ def replicate_record(rep: Path, variants: list[str], args: argparse.Namespace) -
             continue
         t0 = time.perf_counter()
         model = untrained_model(run) if untrained else load_checkpoint(resolve_checkpoint(run))
-        result = measure(model, notes, rep / "data", args.batch_size)
+        result = measure(model, notes, quality_source(rep).images, args.batch_size)
         result["seconds"] = round(time.perf_counter() - t0, 1)
         write_json_atomic(cache, result)
         record["variants"][variant] = result

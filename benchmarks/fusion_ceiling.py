@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from quality import quality_eval_set  # the sibling script (benchmarks/ is on sys.path)
+from quality_data import quality_eval_set, quality_source  # sibling module (benchmarks/ on sys.path)
 
 from core.bootstrap import Bootstrap, pooled_intervals, pooled_paired_intervals
 from core.errors import UserError
@@ -138,7 +138,7 @@ def replicate_curves(out: Path, run_name: str, console: Any) -> dict[str, Any]:
         if saved.get("key") == key:
             return saved
     results = json.loads(results_path.read_text())
-    data = out / "data"
+    data = quality_source(out).images
     t0 = time.perf_counter()
     text_model = load_embedder(run)
     text = standardised(

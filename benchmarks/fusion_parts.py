@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from quality import quality_eval_set  # the sibling script (benchmarks/ is on sys.path)
+from quality_data import quality_eval_set, quality_source  # sibling module (benchmarks/ on sys.path)
 
 from core.bootstrap import Bootstrap
 from core.errors import UserError
@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     console = wide_console()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = args.out / "data"
     try:
         es = quality_eval_set(args.out)
+        data = quality_source(args.out).images
     except UserError as e:
         p.error(str(e))
     embedder = load_embedder(args.run, device="cpu")

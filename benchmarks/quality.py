@@ -16,12 +16,19 @@ method (`--reference`, default notellm2) minus every other method has a paired i
 marked `*`. The split leaves at least 300 test queries with the default sizes (the run
 warns when it does not).
 
+`--data DIR` runs the same study on a platform of your own: `DIR/notes.parquet` (images
+relative to DIR, or `--images ROOT`) and view logs in `DIR/logs/`, mined with a week's
+window (`--window`), or pairs mined already (`--pairs PAIRS`). Nothing is written into
+DIR; OUT/source.json records where it is. Without a `truth.parquet` (which only the
+generators write) the tables slice by the query's text length instead of by relation.
+
 What the paper leads us to expect: `notellm2` above `basic` overall and clearly above it
 on pairs related by the image only; `basic` close to `text-only` (visual neglect).
 
     python benchmarks/quality.py --data emoji --no-blank      # ~2 h on 2 CPU cores
     python benchmarks/quality.py --data synth
     python benchmarks/quality.py --data emoji --tiny --out /tmp/q   # smoke test, tiny models
+    python benchmarks/quality.py --data platform/ --out bench_out/quality-mine   # your own notes and logs
     python benchmarks/quality.py --data emoji --micl-weights 9,1 --llm-train lora \\
         --set warmup_ratio=0.05 --set qformer_layers=4 --variants notellm2,basic
 
@@ -59,18 +66,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
+from quality_data import (  # the sibling module (benchmarks/ is on sys.path)
+    BUILT_IN,
+    QualitySource,
+    built_in_source,
+    quality_eval_set,
+    record_source,
+    user_source,
+)
 from rich.console import Console
 from rich.table import Table
 
 from core.bootstrap import Bootstrap
-from core.contracts import read_notes, read_pairs, read_split_notes
 from core.errors import UserError
 from core.io import write_json_atomic
 from pipeline.mine import mine_pairs, write_pairs
 from retriever.baselines import BlankedEmbedder, bm25_scorer, embedding_scorer, image_only_embedder
-from retriever.evaluate import EvalSet, build_eval_set, evaluate_embedder, evaluate_scores
+from retriever.evaluate import EvalSet, evaluate_embedder, evaluate_scores
 from retriever.report import (
     excludes_zero,
     markdown_table,
@@ -93,17 +106,40 @@ METRICS = (
     ("recall@100", "R@100"),
     ("mrr", "MRR"),
 )
-SLICES = (("relation=text", "text R@10"), ("relation=image", "image R@10"), ("relation=both", "both R@10"))
-# Per dataset: generator sizes and the split (shares of notes) that leaves 300+ test queries.
+# Recall@10 slices shown in the tables when the eval set has them: why a pair is related
+# (a generated platform's truth.parquet) and the query's text length (every platform).
+SLICES = (
+    ("relation=text", "text R@10"),
+    ("relation=image", "image R@10"),
+    ("relation=both", "both R@10"),
+    ("query_text=short", "short-text R@10"),
+    ("query_text=long", "long-text R@10"),
+)
+# Per dataset: generator sizes and the split (shares of notes) that leaves 300+ test
+# queries; a platform directory of the user's (--data DIR) takes the split and a week's window.
 DATASETS: dict[str, dict[str, Any]] = {
-    "synth": {"notes": 3000, "users": 1500, "events": 200_000, "split": "0.6,0.1,0.3"},
-    "emoji": {"users": 3000, "events": 300_000, "split": "0.6,0.1,0.3"},
+    "synth": {"notes": 3000, "users": 1500, "events": 200_000, "split": "0.6,0.1,0.3", "window": "1h"},
+    "emoji": {"users": 3000, "events": 300_000, "split": "0.6,0.1,0.3", "window": "1h"},
 }
+PLATFORM_DEFAULTS: dict[str, Any] = {"split": "0.6,0.1,0.3", "window": "7d"}
+assert tuple(DATASETS) == BUILT_IN
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", choices=tuple(DATASETS), default="emoji")
+    p.add_argument(
+        "--data",
+        default="emoji",
+        help="emoji or synth (generated under OUT/data), or a platform directory of your own: "
+        "notes.parquet, images relative to it and view logs in logs/ (nothing is written there)",
+    )
+    p.add_argument("--images", type=Path, default=None, help="--data DIR: the image root (default: DIR)")
+    p.add_argument(
+        "--pairs",
+        type=Path,
+        default=None,
+        help="--data DIR: pairs mined already (a mine-pairs --out directory) instead of mining DIR/logs",
+    )
     p.add_argument("--out", type=Path, default=None, help="default: bench_out/quality-DATA")
     p.add_argument("--notes", type=int, default=None, help="synth: notes (default 3000)")
     p.add_argument("--users", type=int, default=None)
@@ -117,7 +153,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "follow a colour cluster)",
     )
     p.add_argument("--split", default=None, help="train,val,test shares of notes (default 0.6,0.1,0.3)")
-    p.add_argument("--window", default="1h", help="co-view window (the simulated sessions last ~1h)")
+    p.add_argument(
+        "--window",
+        default=None,
+        help="co-view window (default: 1h for emoji and synth, whose simulated sessions last ~1h; "
+        "7d for a platform directory)",
+    )
     # the training recipe
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per variant (same for all)")
     p.add_argument("--pairs-per-step", type=int, default=16)
@@ -159,11 +200,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="torch compute threads (1 when running a variant per core)"
     )
     args = p.parse_args(argv)
-    args.out = args.out or Path(f"bench_out/quality-{args.data}")
-    defaults = DATASETS[args.data]
-    for key in ("notes", "users", "events", "split"):
+    built_in = args.data in DATASETS
+    args.out = args.out or Path(f"bench_out/quality-{args.data if built_in else Path(args.data).name}")
+    defaults = DATASETS[args.data] if built_in else PLATFORM_DEFAULTS
+    for key in ("notes", "users", "events", "split", "window"):
         if getattr(args, key, None) is None and key in defaults:
             setattr(args, key, defaults[key])
+    if built_in and (args.images is not None or args.pairs is not None):
+        p.error(f"--images and --pairs apply to a platform directory, not --data {args.data}")
+    generator_flags = ("notes", "users", "events", "subgroups", "subgroup_share")
+    if not built_in and any(getattr(args, k) is not None for k in generator_flags):
+        p.error("--notes, --users, --events, --subgroups and --subgroup-share apply to --data emoji or synth")
     if args.subgroup_share is not None and args.data != "emoji":
         p.error("--subgroup-share applies to --data emoji only")
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
@@ -174,8 +221,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _data(args: argparse.Namespace, out: Path, console: Console) -> tuple[Path, Path]:
-    data, pairs = out / "data", out / "pairs"
+def _prepare(args: argparse.Namespace, out: Path, console: Console) -> QualitySource:
+    """The run's platform and its mined pairs: generated, or the user's directory."""
+    if args.data in DATASETS:
+        source = built_in_source(out, args.data)
+        _generate(args, source.data, console)
+    else:
+        source = user_source(out, Path(args.data), images=args.images, pairs=args.pairs)
+        record_source(out, source)
+    if not (source.pairs / "test.parquet").exists():
+        console.print(f"mine-pairs: {source.data / 'logs'}, window {args.window}, split {args.split}")
+        mined = mine_pairs(source.data / "logs", window=args.window, split=args.split, seed=args.seed)
+        write_pairs(mined, source.pairs)
+    return source
+
+
+def _generate(args: argparse.Namespace, data: Path, console: Console) -> None:
     summary = data / f"{args.data}.json"
     if not summary.exists():
         if args.data == "emoji":
@@ -200,9 +261,6 @@ def _data(args: argparse.Namespace, out: Path, console: Console) -> tuple[Path, 
             generate_platform(
                 data, notes=args.notes, users=args.users, events=args.events, image_size=96, seed=args.seed
             )
-    if not (pairs / "summary.json").exists():
-        write_pairs(mine_pairs(data / "logs", window=args.window, split=args.split, seed=args.seed), pairs)
-    return data, pairs
 
 
 def _apply_overrides(cfg: TrainConfig, overrides: list[str]) -> None:
@@ -226,7 +284,7 @@ def _apply_overrides(cfg: TrainConfig, overrides: list[str]) -> None:
     cfg.model.__post_init__()  # normalises and validates the model fields
 
 
-def _train_config(args: argparse.Namespace, variant: str, data: Path, pairs: Path, run: Path) -> TrainConfig:
+def _train_config(args: argparse.Namespace, variant: str, source: QualitySource, run: Path) -> TrainConfig:
     if args.tiny:
         model = preset("tiny", variant=variant)
     else:  # the demo's model (train.presets) at --llm-layers
@@ -239,9 +297,9 @@ def _train_config(args: argparse.Namespace, variant: str, data: Path, pairs: Pat
     if args.micl_weights:
         model.micl_weights = parse_micl_weights(args.micl_weights)
     cfg = TrainConfig(
-        notes=str(data / "notes.parquet"),
-        images=str(data),
-        pairs=str(pairs),
+        notes=str(source.notes),
+        images=str(source.images),
+        pairs=str(source.pairs),
         out=str(run),
         model=model,
         lr=args.lr,
@@ -260,12 +318,12 @@ def _train_config(args: argparse.Namespace, variant: str, data: Path, pairs: Pat
 
 
 def _train_variant(
-    args: argparse.Namespace, variant: str, data: Path, pairs: Path, out: Path, console: Console
+    args: argparse.Namespace, variant: str, source: QualitySource, out: Path, console: Console
 ) -> tuple[Path, dict[str, Any]]:
     run = out / "runs" / variant
     if (run / "summary.json").exists():
         return run, json.loads((run / "summary.json").read_text())
-    cfg = _train_config(args, variant, data, pairs, run)
+    cfg = _train_config(args, variant, source, run)
     t0 = time.perf_counter()
     train(cfg, console, resume=(run / "last").is_dir())
     done = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
@@ -290,7 +348,7 @@ def _gate_recorder(model: Any) -> Iterator[list[tuple[float, int]]]:
 
 
 def _evaluate_variant(
-    args: argparse.Namespace, variant: str, run: Path, es: EvalSet, data: Path, boot: Bootstrap
+    args: argparse.Namespace, variant: str, run: Path, es: EvalSet, images: Path, boot: Bootstrap
 ) -> dict[str, Any]:
     """The variant's results, cached in its run directory (`quality_eval.json`) so variants
     can be evaluated by separate processes as their training finishes, and a re-run only
@@ -312,18 +370,18 @@ def _evaluate_variant(
             res = saved["result"]
             res["per_query"] = {k: np.asarray(v, dtype=np.float64) for k, v in res["per_query"].items()}
             return res
-    res = _evaluate_variant_now(args, variant, run, es, data, boot)
+    res = _evaluate_variant_now(args, variant, run, es, images, boot)
     plain = {**res, "per_query": {k: np.asarray(v).tolist() for k, v in res["per_query"].items()}}
     write_json_atomic(cache, {"key": key, "result": plain})
     return res
 
 
 def _evaluate_variant_now(
-    args: argparse.Namespace, variant: str, run: Path, es: EvalSet, data: Path, boot: Bootstrap
+    args: argparse.Namespace, variant: str, run: Path, es: EvalSet, images: Path, boot: Bootstrap
 ) -> dict[str, Any]:
     embedder = load_embedder(run, device="cpu")
     with _gate_recorder(embedder.model) as gates:
-        res = evaluate_embedder(embedder, es, data, name=variant, ann=False, boot=boot)
+        res = evaluate_embedder(embedder, es, images, name=variant, ann=False, boot=boot)
     res["gate z"] = sum(g * n for g, n in gates) / sum(n for _, n in gates) if gates else None
     res["blanked"] = {}
     if not args.no_blank:
@@ -331,7 +389,7 @@ def _evaluate_variant_now(
             if blank == "image" and variant == "text-only":
                 res["blanked"][blank] = {"metrics": res["metrics"], "intervals": res["intervals"]}
                 continue  # it never sees the image
-            b = evaluate_embedder(BlankedEmbedder(embedder, blank), es, data, ann=False, boot=boot)
+            b = evaluate_embedder(BlankedEmbedder(embedder, blank), es, images, ann=False, boot=boot)
             res["blanked"][blank] = {"metrics": b["metrics"], "intervals": b["intervals"]}
     return res
 
@@ -350,25 +408,6 @@ def _extra_runs(specs: list[str]) -> list[tuple[str, Path]]:
     return runs
 
 
-def quality_eval_set(out: Path) -> EvalSet:
-    """The test split of a quality run's `out` (data/ and pairs/): the greedy queries, the
-    reference pool and the relation slices that every method here is scored on (also
-    `benchmarks/reachability.py` and `benchmarks/fusion_parts.py`)."""
-    data, pairs = out / "data", out / "pairs"
-    for path in (data / "notes.parquet", data / "truth.parquet", pairs / "test.parquet"):
-        if not path.exists():
-            raise UserError(
-                f"{path} not found; run benchmarks/quality.py --out {out} first (it makes the split)"
-            )
-    return build_eval_set(
-        read_notes(data / "notes.parquet"),
-        read_pairs(pairs / "test.parquet"),
-        pl.read_parquet(data / "truth.parquet"),
-        "test",
-        split_notes=read_split_notes(pairs, "test"),
-    )
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     console = wide_console()
@@ -377,9 +416,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out: Path = args.out
     t_start = time.perf_counter()
     boot = Bootstrap(resamples=args.resamples, seed=args.seed)
-    data, pairs = _data(args, out, console)
-
-    es = quality_eval_set(out)
+    try:
+        source = _prepare(args, out, console)
+        es = quality_eval_set(out)
+    except UserError as e:
+        console.print(f"[red]error: {e}[/]", highlight=False)
+        raise SystemExit(2) from None
     counts = {k: int(v.sum()) for k, v in es.slices.items()}
     console.print(f"test split: {len(es.queries)} queries, pool {len(es.pool)}; slice sizes {counts}")
     if len(es.queries) < MIN_QUERIES:
@@ -391,17 +433,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     methods: dict[str, dict[str, Any]] = {}
     methods["bm25"] = evaluate_scores(bm25_scorer(es), es, "bm25", boot=boot)
     vision = image_only_embedder(None)  # EfficientNet-Lite0 (ImageNet), offline
-    methods["image-only"] = evaluate_scores(embedding_scorer(vision, es, data), es, "image-only", boot=boot)
+    methods["image-only"] = evaluate_scores(
+        embedding_scorer(vision, es, source.images), es, "image-only", boot=boot
+    )
     for variant in args.variants.split(","):
-        run, done = _train_variant(args, variant, data, pairs, out, console)
-        methods[variant] = _evaluate_variant(args, variant, run, es, data, boot)
+        run, done = _train_variant(args, variant, source, out, console)
+        methods[variant] = _evaluate_variant(args, variant, run, es, source.images, boot)
         methods[variant]["train"] = {k: done.get(k) for k in ("seconds", "steps", "best") if k in done}
         console.print(
             f"{variant}: recall@10 {methods[variant]['metrics'].get('recall@10', float('nan')):.3f}"
         )
 
     for label, run in _extra_runs(args.extra_runs):
-        methods[label] = _evaluate_variant(args, label, run, es, data, boot)
+        methods[label] = _evaluate_variant(args, label, run, es, source.images, boot)
         done = json.loads((run / "summary.json").read_text())
         methods[label]["train"] = {k: done.get(k) for k in ("seconds", "steps", "best") if k in done}
         console.print(f"{label}: recall@10 {methods[label]['metrics'].get('recall@10', float('nan')):.3f}")
@@ -409,7 +453,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     reference = args.reference if args.reference in methods else list(methods)[-1]
     diffs = method_differences(methods, es, boot, reference=reference)
     results = {
-        "data": args.data,
+        "data": source.label,
+        "source": source.to_dict(),
         "queries": len(es.queries),
         "pool": len(es.pool),
         "enough_queries": len(es.queries) >= MIN_QUERIES,
@@ -453,14 +498,20 @@ def _cell(method: dict[str, Any], key: str, slice_name: str | None = None) -> st
     return with_interval(value, iv)
 
 
+def _slices(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The SLICES this run's eval set has (no relation slices without a truth.parquet)."""
+    return [(s, title) for s, title in SLICES if s in results.get("slice_sizes", {})]
+
+
 def method_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and one row per method: each metric with its interval, blanked-modality
     Recall@10, the gate and the training time."""
-    head = ["method", *(t for _, t in METRICS), *(t for _, t in SLICES), "no-image R@10", "no-text R@10"]
+    slices = _slices(results)
+    head = ["method", *(t for _, t in METRICS), *(t for _, t in slices), "no-image R@10", "no-text R@10"]
     head += ["gate z", "steps", "train s"]
     rows = []
     for name, m in results["methods"].items():
-        row = [name, *(_cell(m, k) for k, _ in METRICS), *(_cell(m, "recall@10", s) for s, _ in SLICES)]
+        row = [name, *(_cell(m, k) for k, _ in METRICS), *(_cell(m, "recall@10", s) for s, _ in slices)]
         for blank in ("image", "text"):
             row.append(_cell(m["blanked"][blank], "recall@10") if blank in m.get("blanked", {}) else "-")
         gate = m.get("gate z")
@@ -477,7 +528,8 @@ def difference_rows(results: dict[str, Any]) -> tuple[list[str], list[list[tuple
     """Header and one row per other method: reference - method, paired interval, and
     whether it excludes 0."""
     diffs = results["differences"]
-    head = [f"{diffs['reference']} − method", *(t for _, t in METRICS), *(t for _, t in SLICES)]
+    slices = _slices(results)
+    head = [f"{diffs['reference']} − method", *(t for _, t in METRICS), *(t for _, t in slices)]
     rows = []
     for name, d in diffs["methods"].items():
         row = [(name, False)]
@@ -486,7 +538,7 @@ def difference_rows(results: dict[str, Any]) -> tuple[list[str], list[list[tuple
             row.append(
                 ("-", False) if iv is None else (with_interval(iv["estimate"], iv, True), excludes_zero(iv))
             )
-        for s, _ in SLICES:
+        for s, _ in slices:
             iv = d["slices"].get(s, {}).get("recall@10")
             row.append(
                 ("-", False) if iv is None else (with_interval(iv["estimate"], iv, True), excludes_zero(iv))

@@ -164,6 +164,14 @@ def pool(
             f"replicates share --seed {', '.join(repeated)}: they are the same draw of the data and "
             "split, not independent replicates; make each with its own quality.py --seed"
         )
+    shared = [r["source"]["pairs"] for r in replicates if "source" in r]
+    repeated = sorted({p for p in shared if shared.count(p) > 1})
+    if repeated:
+        raise UserError(
+            f"replicates share the pairs in {', '.join(repeated)} (quality.py --pairs): the same split "
+            "and the same test queries, not independent replicates; let each run mine its own split "
+            "(leave out --pairs)"
+        )
     datasets = sorted({str(r.get("data")) for r in replicates})
     if len(datasets) > 1:
         raise UserError(

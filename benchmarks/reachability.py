@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from quality import quality_eval_set  # the sibling script (benchmarks/ is on sys.path)
+from quality_data import QualitySource, quality_eval_set, quality_source  # sibling (on sys.path)
 from rich.console import Console
 from rich.table import Table
 
@@ -87,16 +87,16 @@ def train_probe(
 
 
 def probe_embedders(
-    data: Path, pairs: Path, es: EvalSet, steps: list[int], seed: int, console: Console
+    source: QualitySource, es: EvalSet, steps: list[int], seed: int, console: Console
 ) -> dict[str, FixedEmbedder]:
     """`cls probe@N` for each N in `steps`, trained on the training split's pairs."""
-    notes = read_notes(data / "notes.parquet")
-    train = read_pairs(pairs / "train.parquet")
+    notes = read_notes(source.notes)
+    train = read_pairs(source.pairs / "train.parquet")
     ids = sorted(set(train["query_id"].to_list()) | set(train["target_id"].to_list()))
     ids += sorted({n["note_id"] for n in es.queries + es.pool} - set(ids))
     by_id = {n["note_id"]: n for n in notes_to_dicts(notes.filter(pl.col("note_id").is_in(ids)))}
     console.print(f"probe: encoding {len(ids)} images with the frozen encoder")
-    cls = image_only_embedder(None).embed([by_id[i] for i in ids], image_root=data, batch_size=64)
+    cls = image_only_embedder(None).embed([by_id[i] for i in ids], image_root=source.images, batch_size=64)
     row = {nid: i for i, nid in enumerate(ids)}
     features = torch.from_numpy(cls)
     train_q = np.array([row[i] for i in train["query_id"].to_list()])
@@ -115,9 +115,14 @@ def mean_scorer(scorers: list[Any]) -> Any:
 
 
 def reachability(out: Path, probe_steps: list[int], boot: Bootstrap, console: Console) -> dict[str, Any]:
-    data, pairs = out / "data", out / "pairs"
+    source = quality_source(out)
+    if source.truth is None:
+        raise UserError(
+            f"{source.data} has no truth.parquet: the oracles need a generated platform's labels "
+            "(quality.py --data emoji or synth)"
+        )
     es = quality_eval_set(out)
-    truth = pl.read_parquet(data / "truth.parquet")
+    truth = pl.read_parquet(source.truth)
     topic = dict(zip(truth["note_id"].to_list(), truth["topic"].to_list(), strict=True))
     motif = dict(zip(truth["note_id"].to_list(), truth["motif"].to_list(), strict=True))
     embedders: dict[str, Any] = {
@@ -125,11 +130,11 @@ def reachability(out: Path, probe_steps: list[int], boot: Bootstrap, console: Co
         "motif oracle": LabelEmbedder(motif, "motif"),
         "colour histogram": ColourHistogramEmbedder(),
         "image-only": image_only_embedder(None),
-        **probe_embedders(data, pairs, es, probe_steps, boot.seed, console),
+        **probe_embedders(source, es, probe_steps, boot.seed, console),
     }
     methods: dict[str, dict[str, Any]] = {}
     for name, embedder in embedders.items():
-        methods[name] = evaluate_scores(embedding_scorer(embedder, es, data), es, name, boot=boot)
+        methods[name] = evaluate_scores(embedding_scorer(embedder, es, source.images), es, name, boot=boot)
         console.print(f"{name}: recall@10 {methods[name]['metrics']['recall@10']:.3f}")
         if name == "motif oracle":
             methods["topic+motif oracle"] = evaluate_scores(

@@ -156,6 +156,12 @@ def test_replicates_must_be_independent_draws(tmp_path: Path) -> None:
     write_replicate(tmp_path / "c", 1, {"notellm2": 0.4, "basic": 0.35})
     with pytest.raises(UserError, match="--reference 'micl'"):
         qr.pool([qr.load_replicate(tmp_path / d) for d in "ac"], "micl", Bootstrap(resamples=50))
+    for d in "ac":  # two seeds, but one split: quality.py --pairs given the same pairs
+        results = json.loads((tmp_path / d / "results.json").read_text())
+        results["source"] = {"label": "shop", "data": "/p", "images": "/p", "pairs": "/p/pairs"}
+        (tmp_path / d / "results.json").write_text(json.dumps(results))
+    with pytest.raises(UserError, match="share the pairs in /p/pairs"):
+        qr.pool([qr.load_replicate(tmp_path / d) for d in "ac"], "notellm2", Bootstrap(resamples=50))
     old = tmp_path / "old"
     old.mkdir()
     (old / "results.json").write_text(json.dumps({"data": "emoji", "queries": 3}))
