@@ -54,8 +54,9 @@ def test_demo_end_to_end_writes_every_artefact(tmp_path: Path) -> None:
     assert {"run", "bm25", "image-only"} <= set(report["methods"])
     assert summary["index"]["points"] == pl.read_parquet(out / "data" / "notes.parquet").height
     assert summary["train"]["steps"] == 3
-    # The demo trains the LLM with LoRA by default, and the run records it.
-    assert json.loads((out / "run" / "config.json").read_text())["llm_train"] == "lora"
+    # The demo trains the LLM with LoRA by default at LoRA's rate, and the run records it.
+    run_config = json.loads((out / "run" / "config.json").read_text())
+    assert (run_config["llm_train"], run_config["llm_lr"]) == ("lora", 5e-4)
 
     page = (out / "gallery.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
@@ -125,6 +126,14 @@ def test_demo_unknown_llm_training_mode_is_a_user_error_and_writes_nothing(tmp_p
     assert result.exit_code == 2
     assert "--llm-train 'qlora' is not known; expected one of full, frozen, lora" in result.output
     assert not (tmp_path / "d").exists()
+
+
+def test_each_llm_training_mode_gets_its_own_rate() -> None:
+    # A full update at LoRA's 5e-4 collapses the embeddings; it takes a tenth of it.
+    assert DemoConfig().llm_lr == 5e-4
+    assert DemoConfig(llm_train="full").llm_lr == 5e-5
+    assert DemoConfig(llm_train="frozen").llm_lr is None
+    assert DemoConfig(llm_train="full", llm_lr=1e-4).llm_lr == 1e-4  # an explicit rate stays
 
 
 def test_demo_killed_during_training_continues(tmp_path: Path, monkeypatch) -> None:
