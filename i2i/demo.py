@@ -40,6 +40,7 @@ from core.io import write_json_atomic
 from core.metrics import protocol_pairs
 from train.model_config import ModelConfig
 from train.presets import DEMO_LLM_LR, preset
+from train.train_config import TrainConfig
 
 COLLECTION = "notes"
 # What the demo writes under its directory (each step refuses foreign files of its own).
@@ -86,7 +87,7 @@ class DemoConfig:
     # collapses every embedding to one point in this budget).
     llm_train: str = "lora"
     llm_lr: float | None = None
-    val_every: int = 60
+    val_every: int = 40  # twice in the 80 steps (`i2i demo` sets steps // 2)
     num_workers: int = 1
     # what the end shows
     samples: int = 6
@@ -273,7 +274,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
 
 
 def _train(cfg: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any]:
-    from train.loop import TrainConfig, train
+    from train.loop import train
 
     summary_file = paths.run / "summary.json"
     if summary_file.exists():
@@ -284,7 +285,21 @@ def _train(cfg: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any
             "checkpoint": str(_checkpoint(paths.run)),
             "best": done.get("best"),
         }
-    tc = TrainConfig(
+    tc = demo_train_config(cfg, paths)
+    from i2i.commands.train import summary_table
+
+    # A run with config.json continues from last/, or starts over if it was killed
+    # before its first checkpoint (train.run_dir.starts_from_checkpoint).
+    resume = (paths.run / "config.json").exists()
+    res = train(tc, console, resume=resume)
+    console.print(summary_table(res))
+    return {"steps": res.steps, "checkpoint": str(_checkpoint(paths.run)), "best": res.best}
+
+
+def demo_train_config(cfg: DemoConfig, paths: DemoPaths) -> TrainConfig:
+    """The training run of the demo (`infra/launch/demo.toml` is the same recipe as a
+    config file for `i2i train` on your own data)."""
+    return TrainConfig(
         notes=str(paths.notes),
         images=str(paths.data),
         pairs=str(paths.pairs),
@@ -300,14 +315,6 @@ def _train(cfg: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any
         seed=cfg.seed,
         device="cpu",
     )
-    from i2i.commands.train import summary_table
-
-    # A run with config.json continues from last/, or starts over if it was killed
-    # before its first checkpoint (train.run_dir.starts_from_checkpoint).
-    resume = (paths.run / "config.json").exists()
-    res = train(tc, console, resume=resume)
-    console.print(summary_table(res))
-    return {"steps": res.steps, "checkpoint": str(_checkpoint(paths.run)), "best": res.best}
 
 
 def _checkpoint(run: Path) -> Path:

@@ -59,4 +59,15 @@ def test_every_shipped_toml_parses_and_builds(path: Path) -> None:
 
 
 def test_toml_files_are_found() -> None:
-    assert {p.name for p in SHIPPED_TOML} >= {"example.toml", "tiny.toml"}
+    assert {p.name for p in SHIPPED_TOML} >= {"example.toml", "tiny.toml", "demo.toml"}
+
+
+def test_the_demo_recipe_file_is_what_the_demo_trains(tmp_path: Path) -> None:
+    from i2i.demo import DemoPaths, demo_train_config
+
+    shipped = TrainConfig.load(ROOT / "infra" / "launch" / "demo.toml").to_dict()
+    demo = demo_train_config(DemoConfig(), DemoPaths(tmp_path)).to_dict()
+    paths_and_device = ("notes", "images", "pairs", "out", "device")
+    assert {k: v for k, v in shipped.items() if k not in paths_and_device} == {
+        k: v for k, v in demo.items() if k not in paths_and_device
+    }
