@@ -35,6 +35,39 @@ def test_efficientnet_lite0_tokens_and_cls() -> None:
     torch.testing.assert_close(cls, tokens.mean(1))
 
 
+def test_efficientnet_lite0_runs_a_folded_copy_that_computes_the_same_function() -> None:
+    """The forward runs the network with its BatchNorms folded into the convolutions: the
+    same features as the package's own network, the same state dict, and a new copy
+    whenever the weights change (a checkpoint loaded, a dtype)."""
+    enc = build_vision("efficientnet-lite0")
+    keys = set(enc.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 3, 224, 224, generator=g)
+    with torch.no_grad():
+        _, tokens = enc(x)
+        reference = enc.net.extract_features(x).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(tokens, reference, atol=1e-4, rtol=1e-4)
+    folded = enc.inference_net()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert set(enc.state_dict()) == keys and "_inference" not in dict(enc.named_modules())
+    assert enc.inference_net() is folded  # built once
+
+    other = build_vision("efficientnet-lite0", pretrained=False)  # random weights
+    with torch.no_grad():
+        assert not torch.allclose(other(x)[1], tokens, atol=1e-2)  # its copy: random weights
+    other.load_state_dict(enc.state_dict())  # as a checkpoint load does, in place
+    with torch.no_grad():
+        torch.testing.assert_close(other(x)[1], tokens, atol=1e-4, rtol=1e-4)
+        enc.net._conv_head.weight.mul_(2)  # weights change in place: the copy is rebuilt
+        assert enc.inference_net() is not folded
+        changed = enc.net.extract_features(x).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(enc(x)[1], changed, atol=1e-4, rtol=1e-4)
+    enc.double()
+    assert enc.inference_net().state_dict()["_conv_head.weight"].dtype == torch.float64
+    with torch.no_grad():
+        assert enc(x.double())[1].dtype == torch.float64
+
+
 def test_efficientnet_lite0_stem_colour_tokens() -> None:
     """+stem: the plain encoder's features, then each cell's stem mean and std (64)."""
     plain, stem = build_vision("efficientnet-lite0"), build_vision("efficientnet-lite0+stem")
