@@ -60,6 +60,13 @@ def test_a_platform_directory_is_measured_without_writing_into_it(platform: Path
     assert [q["note_id"] for q in es.queries] == results["per_query"]["query_ids"]
     assert quality_data.quality_source(out).images == platform.resolve()
 
+    # Pairs mined already (--pairs): the same split and queries, nothing mined into OUT.
+    mined = ["--data", str(platform), "--pairs", str(out / "pairs"), "--out", str(tmp_path / "q2")]
+    small = ["--tiny", "--variants", "text-only", "--steps", "1", "--resamples", "20", "--no-blank"]
+    again = quality.main([*mined, *small, "--threads", "1"])
+    assert again["per_query"]["query_ids"] == results["per_query"]["query_ids"]
+    assert not (tmp_path / "q2" / "pairs").exists()
+
     # A re-run assembles the table from the cached runs; another platform needs another OUT.
     assert quality.main(args)["methods"]["notellm2"]["metrics"] == results["methods"]["notellm2"]["metrics"]
     other = tmp_path / "other"
