@@ -1,11 +1,12 @@
 """`i2i demo`: the whole pipeline, offline, in one command.
 
-    synth (or emoji) -> mine-pairs -> train -> index -> eval -> related -> gallery.html
+    synth (or emoji, or your platform) -> mine-pairs -> train -> index -> eval -> related -> gallery.html
 
 Every step writes where the matching CLI command would, under one directory, so a user
 can re-run any single command on it (the demo prints those commands at the end):
 
-    DIR/data/      notes.parquet, images/, logs/, truth.parquet   (i2i synth, or i2i emoji)
+    DIR/data/      notes.parquet, images/, logs/, truth.parquet   (i2i synth, or i2i emoji;
+                   with --data PLATFORM your directory is read where it is, never written)
     DIR/pairs/     train/val/test.parquet, notes_split.parquet,   (i2i mine-pairs)
                    summary.json
     DIR/run/       config.json, metrics.jsonl, best/, last/,      (i2i train)
@@ -60,8 +61,10 @@ class DemoConfig:
     """Sizes and budget of the demo. The defaults fit ~10 minutes on 2 CPU cores."""
 
     out: Path = Path("demo")
-    # the platform: "synth" (made-up words, drawn motifs) or "emoji" (the Unicode emoji,
-    # real words and pictures; `notes` does not apply, `subgroups` keeps a subset)
+    # the platform: "synth" (made-up words, drawn motifs), "emoji" (the Unicode emoji,
+    # real words and pictures; `notes` does not apply, `subgroups` keeps a subset), or the
+    # path of a platform directory of your own (notes.parquet, images relative to it,
+    # logs/), read in place
     data: str = "synth"
     subgroups: tuple[str, ...] | None = None
     notes: int = 1600
@@ -108,15 +111,32 @@ class DemoConfig:
         return f"{m.variant}: {llm} ({self.llm_train}) + {m.vision} via {m.connector}"
 
 
+def check_platform(path: Path) -> None:
+    """A platform directory of the user's: notes.parquet (images relative to it) and logs/."""
+    if not path.is_dir():
+        raise UserError(
+            f"--data {str(path)!r} is neither synth, emoji nor a directory; expected a platform "
+            "directory holding notes.parquet and logs/"
+        )
+    missing = [name for name in ("notes.parquet", "logs") if not (path / name).exists()]
+    if missing:
+        raise UserError(
+            f"--data {path}: no {' or '.join(missing)} there; a platform directory holds notes.parquet "
+            "(image paths relative to it) and the view logs in logs/"
+        )
+
+
 @dataclass
 class DemoPaths:
-    """Where each step's output goes."""
+    """Where each step's output goes; `platform` is a user's own platform directory, read
+    in place (None: the generated one under DIR/data)."""
 
     root: Path
+    platform: Path | None = None
 
     @property
     def data(self) -> Path:
-        return self.root / "data"
+        return self.platform if self.platform is not None else self.root / "data"
 
     @property
     def notes(self) -> Path:
@@ -157,12 +177,13 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     from pipeline.synth import generate_platform
     from train.model_config import LLM_MODES
 
-    if cfg.data not in DATASETS:
-        raise UserError(f"--data {cfg.data!r} is not known; expected one of {', '.join(DATASETS)}")
+    own = cfg.data not in DATASETS
+    if own:
+        check_platform(Path(cfg.data))
     if cfg.llm_train not in LLM_MODES:
         raise UserError(f"--llm-train {cfg.llm_train!r} is not known; expected one of {', '.join(LLM_MODES)}")
     console = console or Console()
-    paths = DemoPaths(Path(cfg.out))
+    paths = DemoPaths(Path(cfg.out), platform=Path(cfg.data) if own else None)
     check_output_dir(paths.root, DEMO_OUTPUTS, label="demo", force=cfg.force)
     paths.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -182,11 +203,12 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         )
     )
 
-    t0 = _step(
-        console, 1, f"{cfg.data}: " + ("the Unicode emoji" if cfg.data == "emoji" else "a synthetic platform")
-    )
+    t0 = _step(console, 1, _platform_title(cfg.data))
     summary_file = paths.data / f"{cfg.data}.json"
-    if summary_file.exists():
+    if own:
+        n_notes = read_notes(paths.notes).height  # the notes contract, checked before any work
+        timings["platform"] = _done(console, t0, f"{n_notes} notes and the logs of {paths.data} (read only)")
+    elif summary_file.exists():
         console.print(f"{paths.data} exists: kept (delete it to regenerate)")
     elif cfg.data == "emoji":
         from pipeline.emoji import generate_emoji
@@ -212,8 +234,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
             seed=cfg.seed,
             force=cfg.force,
         )
-    n_notes = json.loads(summary_file.read_text())["notes"]
-    timings[cfg.data] = _done(console, t0, f"{n_notes} notes, {cfg.events} events in {paths.data}")
+    if not own:
+        n_notes = json.loads(summary_file.read_text())["notes"]
+        timings[cfg.data] = _done(console, t0, f"{n_notes} notes, {cfg.events} events in {paths.data}")
 
     t0 = _step(console, 2, f"mine-pairs: co-views within {cfg.window}")
     if (paths.pairs / "summary.json").exists():
@@ -271,6 +294,14 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     write_json_atomic(paths.root / "demo.json", summary)
     _print_end(console, report, cfg, paths, timings)
     return summary
+
+
+def _platform_title(data: str) -> str:
+    if data == "emoji":
+        return "emoji: the Unicode emoji"
+    if data == "synth":
+        return "synth: a synthetic platform"
+    return f"your platform: {data}"
 
 
 def _train(cfg: DemoConfig, paths: DemoPaths, console: Console) -> dict[str, Any]:
@@ -430,13 +461,14 @@ def _commands(cfg: DemoConfig, paths: DemoPaths) -> list[str]:
     r = paths.root
     split = ",".join(f"{x:g}" for x in cfg.split)
     sizes = f"--users {cfg.users} --days {cfg.days} --events {cfg.events} --image-size {cfg.image_size}"
+    generate = []
     if cfg.data == "emoji":
         subset = f" --subgroups {','.join(cfg.subgroups)}" if cfg.subgroups else ""
-        generate = f"i2i emoji {paths.data} {sizes} --seed {cfg.seed}{subset}"
-    else:
-        generate = f"i2i synth {paths.data} --notes {cfg.notes} {sizes} --seed {cfg.seed}"
+        generate = [f"i2i emoji {paths.data} {sizes} --seed {cfg.seed}{subset}"]
+    elif cfg.data == "synth":
+        generate = [f"i2i synth {paths.data} --notes {cfg.notes} {sizes} --seed {cfg.seed}"]
     return [
-        generate,
+        *generate,
         f"i2i mine-pairs {paths.logs} --out {paths.pairs} --window {cfg.window} --split {split} "
         f"--seed {cfg.seed}",
         f"i2i train --out {paths.run} --resume",

@@ -14,7 +14,11 @@ def command(
     out: Annotated[Path, typer.Option(help="Directory for every step's output.")] = Path("demo"),
     data: Annotated[
         str,
-        typer.Option(help="synth (made-up words, drawn motifs) or emoji (the Unicode emoji: real content)."),
+        typer.Option(
+            help="synth (made-up words, drawn motifs), emoji (the Unicode emoji: real content), or a "
+            "platform directory of your own: notes.parquet (images relative to it) and logs/, read "
+            "in place."
+        ),
     ] = "synth",
     notes: Annotated[int, typer.Option(help="Notes on the synthetic platform (synth only).", min=50)] = 1600,
     users: Annotated[
@@ -25,8 +29,12 @@ def command(
         typer.Option(help="Log events to simulate (default: synth 80000, emoji 300000).", min=1000),
     ] = None,
     window: Annotated[
-        str, typer.Option(help="Co-view window for mine-pairs (synthetic sessions last ~1h; real logs: 7d).")
-    ] = "1h",
+        str | None,
+        typer.Option(
+            help="Co-view window for mine-pairs (default: 1h for synth and emoji, whose sessions last "
+            "~1h; 7d for your own logs)."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Training steps (optimizer updates).", min=1)] = 80,
     pairs_per_step: Annotated[int, typer.Option(help="Pairs per step (in-batch negatives).", min=2)] = 16,
     llm_layers: Annotated[
@@ -55,7 +63,7 @@ def command(
 
     --data emoji uses the Unicode emoji (apt-get install fonts-noto-color-emoji
     unicode-cldr-core unicode-data) with a 0.6/0.1/0.3 split, so the test split keeps
-    300+ queries.
+    300+ queries. --data DIR runs it on your own notes and logs (nothing is written in DIR).
     """
     from i2i.demo import DemoConfig, default_demo_model, run_demo
 
@@ -75,6 +83,8 @@ def command(
         }
     else:
         sizes = {"users": users or 600, "events": events or 80_000}
+    if window is None:
+        window = "1h" if data in ("synth", "emoji") else "7d"
     cfg = DemoConfig(
         out=out,
         data=data,

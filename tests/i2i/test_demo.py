@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -106,6 +108,31 @@ def test_demo_on_the_emoji_platform(tmp_path: Path) -> None:
     assert any(title in page for title in notes["title"].to_list())
 
 
+def test_demo_on_a_platform_directory_of_the_users(tmp_path: Path) -> None:
+    """--data DIR: mined, trained, indexed and shown from the user's own notes and logs,
+    read where they are; nothing is written into DIR."""
+    from pipeline.synth import generate_platform
+
+    platform = tmp_path / "shop"
+    generate_platform(platform, notes=120, users=60, days=7, events=4000, image_size=32, seed=0)
+    (platform / "truth.parquet").unlink()  # a real platform has no labels
+    before = {p: p.stat().st_mtime_ns for p in platform.rglob("*")}
+    out = tmp_path / "demo"
+    cfg = _tiny(out)
+    cfg.data, cfg.window = str(platform), "1h"
+    summary = run_demo(cfg, Console(quiet=True))
+
+    assert {p: p.stat().st_mtime_ns for p in platform.rglob("*")} == before
+    assert not (out / "data").exists()
+    assert summary["index"]["points"] == pl.read_parquet(platform / "notes.parquet").height
+    assert summary["commands"][0].startswith(f"i2i mine-pairs {platform / 'logs'}")
+    assert json.loads((out / "run" / "config.json").read_text())["images"] == str(platform)
+    page = (out / "gallery.html").read_text()
+    parser = _Images()
+    parser.feed(page)
+    assert parser.srcs and all((out / src).resolve().is_file() for src in parser.srcs)
+
+
 def test_demo_unknown_data_is_a_user_error_and_writes_nothing(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -113,7 +140,26 @@ def test_demo_unknown_data_is_a_user_error_and_writes_nothing(tmp_path: Path) ->
 
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "d"), "--data", "movies", "--tiny"])
     assert result.exit_code == 2
-    assert "--data 'movies' is not known; expected one of synth, emoji" in result.output
+    assert "--data 'movies' is neither synth, emoji nor a directory" in result.output
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "i2i.cli",
+            "demo",
+            "--out",
+            str(tmp_path / "d"),
+            "--data",
+            str(tmp_path / "empty"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"--data {tmp_path / 'empty'}: no notes.parquet or logs there" in proc.stderr
     assert not (tmp_path / "d").exists()
 
 
