@@ -137,3 +137,21 @@ def test_generator_flags_do_not_apply_to_a_platform_directory(platform: Path, tm
         quality.parse_args(["--data", "emoji", "--pairs", str(tmp_path)])
     assert quality.parse_args(["--data", str(platform)]).window == "7d"
     assert quality.parse_args(["--data", "emoji"]).window == "1h"
+
+
+def test_a_generated_platform_is_reused_only_for_the_same_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "q"
+    (out / "data").mkdir(parents=True)
+    # Written by an emoji platform of the defaults (before --subgroup-share existed).
+    (out / "data" / "emoji.json").write_text(json.dumps({"seed": 0, "users": 3000, "events": 300_000}))
+    same = quality.parse_args(["--data", "emoji", "--out", str(out)])
+    quality._check_generated(same, json.loads((out / "data" / "emoji.json").read_text()), out / "data")
+    with pytest.raises(SystemExit) as exit_info:
+        quality.main(["--data", "emoji", "--out", str(out), "--subgroup-share", "0.8", "--tiny"])
+    assert exit_info.value.code == 2
+    assert "subgroup_share 0.5 (asked: 0.8)" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(quality.UserError, match=r"seed 0 \(asked: 1\)"):
+        other_seed = quality.parse_args(["--data", "emoji", "--out", str(out), "--seed", "1"])
+        quality._check_generated(other_seed, {"seed": 0, "users": 3000, "events": 300_000}, out / "data")
