@@ -232,6 +232,9 @@ def _prepare(args: argparse.Namespace, out: Path, console: Console) -> QualitySo
     if args.data in DATASETS:
         source = built_in_source(out, args.data)
         _generate(args, source.data, console)
+        if args.data == "emoji" and args.subgroup_share not in (None, DEFAULT_SUBGROUP_SHARE):
+            # another corpus: quality_replicates.py pools only runs of one label
+            source = dataclasses.replace(source, label=f"emoji-share{args.subgroup_share:g}")
     else:
         source = user_source(out, Path(args.data), images=args.images, pairs=args.pairs)
         record_source(out, source)
