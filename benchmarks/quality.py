@@ -98,7 +98,7 @@ from retriever.runner import method_differences
 from train.embed import load_embedder
 from train.loop import TrainConfig, train
 from train.model_config import VARIANTS, ModelConfig, parse_micl_weights
-from train.presets import DEMO_LLM_LR, preset
+from train.presets import preset
 
 MIN_QUERIES = 300
 # (result key, column title): overall metrics and slices, each shown with its interval.
@@ -164,12 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per variant (same for all)")
     p.add_argument("--pairs-per-step", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="new modules: connector, fusion, head")
-    p.add_argument(
-        "--llm-lr",
-        type=float,
-        default=None,
-        help="SmolLM2's own weights (default: 5e-4 for LoRA adapters, 5e-5 for a full update)",
-    )
+    p.add_argument("--llm-lr", type=float, default=5e-4, help="SmolLM2's own weights (LoRA adapters or all)")
     p.add_argument(
         "--llm-layers",
         type=int,
@@ -332,7 +327,7 @@ def _train_config(args: argparse.Namespace, variant: str, source: QualitySource,
         out=str(run),
         model=model,
         lr=args.lr,
-        llm_lr=args.llm_lr if args.llm_lr is not None else DEMO_LLM_LR[args.llm_train],
+        llm_lr=args.llm_lr,
         llm_train=args.llm_train,
         max_steps=args.steps,
         pairs_per_step=args.pairs_per_step,

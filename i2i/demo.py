@@ -40,7 +40,7 @@ from core.errors import UserError
 from core.io import write_json_atomic
 from core.metrics import protocol_pairs
 from train.model_config import ModelConfig
-from train.presets import DEMO_LLM_LR, preset
+from train.presets import preset
 from train.train_config import TrainConfig
 
 COLLECTION = "notes"
@@ -84,12 +84,11 @@ class DemoConfig:
     steps: int = 80
     pairs_per_step: int = 16
     lr: float = 1e-3  # the new modules (connector, late fusion, head, temperature)
-    # How SmolLM2 trains: LoRA adapters on every linear layer, or every weight ("full"),
-    # or not at all ("frozen"). llm_lr None takes the mode's rate from
-    # `train.presets.DEMO_LLM_LR`: 5e-4 for LoRA, 5e-5 for a full update (at ~3e-4 that
-    # collapses every embedding to one point in this budget).
+    # How SmolLM2 trains: LoRA adapters on every linear layer at 5e-4, or every weight
+    # ("full", at the same rate: on the 6-layer cut, 80 steps, 5e-4 ranked as well as
+    # 5e-5 on one draw and better on another; benchmarks/QUALITY.md), or not at all.
     llm_train: str = "lora"
-    llm_lr: float | None = None
+    llm_lr: float = 5e-4
     val_every: int = 40  # twice in the 80 steps (`i2i demo` sets steps // 2)
     num_workers: int = 1
     # what the end shows
@@ -97,10 +96,6 @@ class DemoConfig:
     k: int = 8
     # write into a directory that holds other files (only the demo's own files change)
     force: bool = False
-
-    def __post_init__(self) -> None:
-        if self.llm_lr is None:
-            self.llm_lr = DEMO_LLM_LR.get(self.llm_train)
 
     def describe_model(self) -> str:
         m = self.model
@@ -187,7 +182,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     check_output_dir(paths.root, DEMO_OUTPUTS, label="demo", force=cfg.force)
     paths.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    llm_rate = cfg.llm_train if cfg.llm_lr is None else f"{cfg.llm_train} at {cfg.llm_lr:g}"
+    llm_rate = f"{cfg.llm_train} at {cfg.llm_lr:g}"
     console.print(
         Panel.fit(
             f"[bold]i2i demo[/] into {paths.root}\nmodel: {cfg.describe_model()}\n"

@@ -51,13 +51,6 @@ QWEN2_05B = {
     "tie_word_embeddings": True,
 }
 
-# The `demo` budget's peak learning rate for SmolLM2's own weights, per `llm_train` mode
-# (the new modules train at 1e-3; a frozen LLM has none). LoRA's adapters start at zero
-# and take 5e-4. Every weight of the LLM at 3e-4 or more pushes every embedding toward
-# one point within the budget (benchmarks/QUALITY.md, "The 0.998 cosines"), so a full
-# update takes 5e-5, the rate the 6-layer demo was measured with.
-DEMO_LLM_LR: dict[str, float | None] = {"lora": 5e-4, "full": 5e-5, "frozen": None}
-
 PRESETS: dict[str, dict[str, Any]] = {
     # The ModelConfig defaults: the paper's design on the one pretrained LLM and image
     # encoder available offline.

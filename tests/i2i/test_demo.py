@@ -174,14 +174,6 @@ def test_demo_unknown_llm_training_mode_is_a_user_error_and_writes_nothing(tmp_p
     assert not (tmp_path / "d").exists()
 
 
-def test_each_llm_training_mode_gets_its_own_rate() -> None:
-    # A full update at LoRA's 5e-4 collapses the embeddings; it takes a tenth of it.
-    assert DemoConfig().llm_lr == 5e-4
-    assert DemoConfig(llm_train="full").llm_lr == 5e-5
-    assert DemoConfig(llm_train="frozen").llm_lr is None
-    assert DemoConfig(llm_train="full", llm_lr=1e-4).llm_lr == 1e-4  # an explicit rate stays
-
-
 def test_demo_killed_during_training_continues(tmp_path: Path, monkeypatch) -> None:
     """A demo killed before the first checkpoint leaves run/config.json without last/."""
     import train.loop
