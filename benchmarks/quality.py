@@ -71,8 +71,8 @@ from quality_data import (  # the sibling module (benchmarks/ is on sys.path)
     BUILT_IN,
     QualitySource,
     built_in_source,
-    quality_eval_set,
     record_source,
+    source_eval_set,
     user_source,
 )
 from rich.console import Console
@@ -214,6 +214,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--notes, --users, --events, --subgroups and --subgroup-share apply to --data emoji or synth")
     if args.subgroup_share is not None and args.data != "emoji":
         p.error("--subgroup-share applies to --data emoji only")
+    if args.data == "emoji" and args.subgroup_share is None:
+        args.subgroup_share = DEFAULT_SUBGROUP_SHARE
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         p.error(f"--variants {','.join(unknown)} unknown; expected some of {','.join(VARIANTS)}")
@@ -227,7 +229,7 @@ def _prepare(args: argparse.Namespace, out: Path, console: Console) -> QualitySo
     if args.data in DATASETS:
         source = built_in_source(out, args.data)
         _generate(args, source.data, console)
-        if args.data == "emoji" and args.subgroup_share not in (None, DEFAULT_SUBGROUP_SHARE):
+        if args.data == "emoji" and args.subgroup_share != DEFAULT_SUBGROUP_SHARE:
             # another corpus: quality_replicates.py pools only runs of one label
             source = dataclasses.replace(source, label=f"emoji-share{args.subgroup_share:g}")
     else:
@@ -250,7 +252,6 @@ def _generate(args: argparse.Namespace, data: Path, console: Console) -> None:
 
             console.print(f"emoji: {args.users} users, {args.events} events")
             subgroups = args.subgroups.split(",") if args.subgroups else None
-            share = {} if args.subgroup_share is None else {"subgroup_share": args.subgroup_share}
             generate_emoji(
                 data,
                 users=args.users,
@@ -258,7 +259,7 @@ def _generate(args: argparse.Namespace, data: Path, console: Console) -> None:
                 image_size=96,
                 seed=args.seed,
                 subgroups=subgroups,
-                **share,
+                subgroup_share=args.subgroup_share,
             )
         else:
             from pipeline.synth import generate_platform
@@ -274,8 +275,7 @@ def _check_generated(args: argparse.Namespace, saved: dict[str, Any], data: Path
     arguments: a re-run with other sizes, seed or share must not measure the old data."""
     wanted: dict[str, Any] = {"seed": args.seed, "users": args.users, "events": args.events}
     if args.data == "emoji":
-        share = args.subgroup_share
-        wanted["subgroup_share"] = DEFAULT_SUBGROUP_SHARE if share is None else share
+        wanted["subgroup_share"] = args.subgroup_share
         saved = {"subgroup_share": DEFAULT_SUBGROUP_SHARE, **saved}  # written before the option
     else:
         wanted["notes"] = args.notes
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     boot = Bootstrap(resamples=args.resamples, seed=args.seed)
     try:
         source = _prepare(args, out, console)
-        es = quality_eval_set(out)
+        es = source_eval_set(source, out)
     except UserError as e:
         console.print(f"[red]error: {e}[/]", highlight=False)
         raise SystemExit(2) from None

@@ -131,19 +131,24 @@ def quality_source(out: Path) -> QualitySource:
 
 
 def quality_eval_set(out: Path) -> EvalSet:
-    """The test split of quality run `out`: the greedy queries, the reference pool and the
-    slices that every method is scored on (also `fusion_ceiling.py`, `attention_share.py`,
-    `fusion_parts.py` and `reachability.py`)."""
-    source = quality_source(out)
+    """The test split of quality run `out` (see `source_eval_set`; used by
+    `fusion_ceiling.py`, `attention_share.py`, `fusion_parts.py` and `reachability.py`)."""
+    return source_eval_set(quality_source(out), out)
+
+
+def source_eval_set(source: QualitySource, out: Path) -> EvalSet:
+    """The test split of `source`: the greedy queries, the reference pool and the slices
+    that every method is scored on."""
     for path in (source.notes, source.pairs / "test.parquet"):
         if not path.exists():
             raise UserError(
                 f"{path} not found; run benchmarks/quality.py --out {out} first (it makes the split)"
             )
+    truth = source.truth
     return build_eval_set(
         read_notes(source.notes),
         read_pairs(source.pairs / "test.parquet"),
-        pl.read_parquet(source.truth) if source.truth is not None else None,
+        pl.read_parquet(truth) if truth is not None else None,
         "test",
         split_notes=read_split_notes(source.pairs, "test"),
     )

@@ -169,7 +169,6 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     """Run every stage into `cfg.out` and return the demo summary (also `demo.json`)."""
     from core.outputs import check_output_dir
     from pipeline.mine import mine_pairs, write_pairs
-    from pipeline.synth import generate_platform
     from train.model_config import LLM_MODES
 
     own = cfg.data not in DATASETS
@@ -187,7 +186,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         Panel.fit(
             f"[bold]i2i demo[/] into {paths.root}\nmodel: {cfg.describe_model()}\n"
             f"budget: {cfg.steps} steps x {cfg.pairs_per_step} pairs, lr {cfg.lr:g} (LLM {llm_rate}); "
-            f"pairs co-viewed within {cfg.window} (synthetic sessions; real logs: 7d)"
+            f"pairs co-viewed within {cfg.window}"
+            + (" (simulated sessions; real logs: 7d)" if not own else "")
             + (
                 "\n[yellow]shortened for a CPU demo: the LLM keeps only its first layers; "
                 "the paper trains the full model for an epoch on 8 GPUs[/]"
@@ -199,38 +199,11 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     )
 
     t0 = _step(console, 1, _platform_title(cfg.data))
-    summary_file = paths.data / f"{cfg.data}.json"
     if own:
         n_notes = read_notes(paths.notes).height  # the notes contract, checked before any work
         timings["platform"] = _done(console, t0, f"{n_notes} notes and the logs of {paths.data} (read only)")
-    elif summary_file.exists():
-        console.print(f"{paths.data} exists: kept (delete it to regenerate)")
-    elif cfg.data == "emoji":
-        from pipeline.emoji import generate_emoji
-
-        generate_emoji(
-            paths.data,
-            users=cfg.users,
-            days=cfg.days,
-            events=cfg.events,
-            image_size=cfg.image_size,
-            seed=cfg.seed,
-            subgroups=cfg.subgroups,
-            force=cfg.force,
-        )
     else:
-        generate_platform(
-            paths.data,
-            notes=cfg.notes,
-            users=cfg.users,
-            days=cfg.days,
-            events=cfg.events,
-            image_size=cfg.image_size,
-            seed=cfg.seed,
-            force=cfg.force,
-        )
-    if not own:
-        n_notes = json.loads(summary_file.read_text())["notes"]
+        n_notes = _generate(cfg, paths, console)
         timings[cfg.data] = _done(console, t0, f"{n_notes} notes, {cfg.events} events in {paths.data}")
 
     t0 = _step(console, 2, f"mine-pairs: co-views within {cfg.window}")
@@ -289,6 +262,40 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     write_json_atomic(paths.root / "demo.json", summary)
     _print_end(console, report, cfg, paths, timings)
     return summary
+
+
+def _generate(cfg: DemoConfig, paths: DemoPaths, console: Console) -> int:
+    """Write the synth or emoji platform into DIR/data (kept when it is there); its note count."""
+    summary_file = paths.data / f"{cfg.data}.json"
+    if summary_file.exists():
+        console.print(f"{paths.data} exists: kept (delete it to regenerate)")
+    elif cfg.data == "emoji":
+        from pipeline.emoji import generate_emoji
+
+        generate_emoji(
+            paths.data,
+            users=cfg.users,
+            days=cfg.days,
+            events=cfg.events,
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+            subgroups=cfg.subgroups,
+            force=cfg.force,
+        )
+    else:
+        from pipeline.synth import generate_platform
+
+        generate_platform(
+            paths.data,
+            notes=cfg.notes,
+            users=cfg.users,
+            days=cfg.days,
+            events=cfg.events,
+            image_size=cfg.image_size,
+            seed=cfg.seed,
+            force=cfg.force,
+        )
+    return int(json.loads(summary_file.read_text())["notes"])
 
 
 def _platform_title(data: str) -> str:

@@ -166,7 +166,7 @@ class EfficientNetLite0Encoder(VisionEncoder):
     def inference_net(self) -> Any:  # the package's EfficientNet (untyped)
         """`self.net` with every BatchNorm folded into the convolution before it, its
         weights channels-last: the same function (the encoder is frozen and always in
-        eval mode), about 1.9x as fast on CPU (`benchmarks/vision_encode.py`). Built on
+        eval mode), about 2x as fast on CPU (`benchmarks/vision_encode.py`). Built on
         first use and again whenever the weights, their device or dtype change; it is not
         a submodule, so state dicts and checkpoints keep the original weights."""
         tensors = [*self.net.parameters(), *self.net.buffers()]

@@ -65,7 +65,7 @@ def command(
     unicode-cldr-core unicode-data) with a 0.6/0.1/0.3 split, so the test split keeps
     300+ queries. --data DIR runs it on your own notes and logs (nothing is written in DIR).
     """
-    from i2i.demo import DemoConfig, default_demo_model, run_demo
+    from i2i.demo import DATASETS, DemoConfig, default_demo_model, run_demo
 
     if tiny:
         from train.presets import preset
@@ -84,7 +84,7 @@ def command(
     else:
         sizes = {"users": users or 600, "events": events or 80_000}
     if window is None:
-        window = "1h" if data in ("synth", "emoji") else "7d"
+        window = "1h" if data in DATASETS else "7d"  # simulated sessions last about an hour
     cfg = DemoConfig(
         out=out,
         data=data,
