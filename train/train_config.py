@@ -80,8 +80,9 @@ class TrainConfig:
     lr: float = 3e-6  # paper: AdamW 3e-6 for the full LLM; a frozen LLM / tiny model wants ~1e-4..1e-3
     # Peak learning rate of the pretrained LLM's weights; None = `lr` (the paper: one lr).
     # The connector, fusion, head and temperature start from random and use `lr`; a
-    # short CPU budget wants them faster than the LLM (e.g. lr 1e-3, llm_lr 1e-4), since
-    # a full-LLM lr of ~3e-4 collapses every embedding to one point within 60 steps.
+    # short CPU budget wants them faster than the LLM: the demo uses lr 1e-3 and llm_lr
+    # 5e-4, LoRA or full. (An early recipe, head dim 64 without the fusion residual,
+    # collapsed every embedding at a full-LLM lr of 3e-4.)
     llm_lr: float | None = None
     weight_decay: float = 0.001  # paper: 0.001; not applied to biases, norms, the temperature
     betas: tuple[float, float] = (0.9, 0.999)
