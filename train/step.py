@@ -115,21 +115,30 @@ def make_optimizer(model: NoteLLM2, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over trainable parameters; no weight decay on biases, norms and the temperature.
 
     Each group carries `lr_scale`: 1 for the new modules, `llm_lr / lr` for the LLM's
-    own weights; `train_step` sets every group's lr to `lr_at(step) * lr_scale`.
+    own weights, `fusion_lr / lr` for the late fusion; `train_step` sets every group's lr
+    to `lr_at(step) * lr_scale`.
     """
-    llm_params = {id(p) for p in model.llm.parameters()}
-    llm_scale = (cfg.llm_lr / cfg.lr) if cfg.llm_lr is not None else 1.0
-    buckets: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    # Parts in group order: new modules, LLM, then the fusion (its own groups only when
+    # fusion_lr is set, so a run without it keeps the optimizer layout of its checkpoints).
+    part_of = {id(p): 1 for p in model.llm.parameters()}
+    if model.fusion is not None and cfg.fusion_lr is not None:
+        part_of.update({id(p): 2 for p in model.fusion.parameters()})
+    scale = (
+        1.0,
+        (cfg.llm_lr / cfg.lr) if cfg.llm_lr is not None else 1.0,
+        (cfg.fusion_lr / cfg.lr) if cfg.fusion_lr is not None else 1.0,
+    )
+    buckets: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
-            buckets.setdefault((id(p) in llm_params, p.ndim >= 2), []).append(p)
+            buckets.setdefault((part_of.get(id(p), 0), p.ndim >= 2), []).append(p)
     groups = [
         {
             "params": params,
             "weight_decay": cfg.weight_decay if decays else 0.0,
-            "lr_scale": llm_scale if in_llm else 1.0,
+            "lr_scale": scale[part],
         }
-        for (in_llm, decays), params in sorted(buckets.items())
+        for (part, decays), params in sorted(buckets.items())
     ]
     fused = next(model.parameters()).device.type == "cuda"
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)

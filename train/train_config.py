@@ -84,6 +84,11 @@ class TrainConfig:
     # 5e-4, LoRA or full. (An early recipe, head dim 64 without the fusion residual,
     # collapsed every embedding at a full-LLM lr of 3e-4.)
     llm_lr: float | None = None
+    # Peak learning rate of the late fusion (W_v and the gate W_g); None = `lr`. The
+    # reference trains every module at one rate, so the gate never outruns the LLM whose
+    # state it weighs; at a 6-layer full update with the fusion at `lr` the gate handed
+    # the image up to 78% of every dimension within 80 steps (benchmarks/QUALITY.md).
+    fusion_lr: float | None = None
     weight_decay: float = 0.001  # paper: 0.001; not applied to biases, norms, the temperature
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_ratio: float = 0.1  # paper: 10% linear warm-up, then cosine decay
@@ -154,6 +159,8 @@ class TrainConfig:
             raise UserError(f"lr must be a number > 0, got {self.lr}")
         if self.llm_lr is not None and not (math.isfinite(self.llm_lr) and self.llm_lr > 0):
             raise UserError(f"llm_lr must be a number > 0 or unset, got {self.llm_lr}")
+        if self.fusion_lr is not None and not (math.isfinite(self.fusion_lr) and self.fusion_lr > 0):
+            raise UserError(f"fusion_lr must be a number > 0 or unset, got {self.fusion_lr}")
         metrics = ["val_loss", "mrr", "ndcg@10", *(f"recall@{k}" for k in self.val_ks)]
         if self.best_metric not in metrics:
             raise UserError(f"unknown best_metric {self.best_metric!r}; choose one of {', '.join(metrics)}")

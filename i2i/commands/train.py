@@ -83,6 +83,13 @@ def command(
             help="Peak learning rate of the LLM's own weights (default: --lr); new modules use --lr."
         ),
     ] = None,
+    fusion_lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak learning rate of the late fusion (W_v and the gate; default: --lr). The "
+            "reference trains every module at one rate."
+        ),
+    ] = None,
     connector_warmup_steps: Annotated[
         int | None,
         typer.Option(

@@ -196,6 +196,33 @@ def test_llm_lr_scales_only_the_llm_groups() -> None:
     assert covered == sum(1 for p in model.parameters() if p.requires_grad)
 
 
+def test_fusion_lr_scales_only_the_late_fusion() -> None:
+    from train.model import build_model
+    from train.step import make_optimizer
+    from train.testing import tiny_model_config
+    from train.train_config import TrainConfig
+
+    model = build_model(tiny_model_config())
+    assert model.fusion is not None  # the tiny notellm2 has late fusion
+    fusion = {id(p) for p in model.fusion.parameters()}
+    llm = {id(p) for p in model.llm.parameters()}
+    opt = make_optimizer(model, TrainConfig(model=model.config, lr=1e-3, llm_lr=5e-4, fusion_lr=1e-4))
+    for group in opt.param_groups:
+        ids = {id(p) for p in group["params"]}
+        expected = 0.1 if ids <= fusion else 0.5 if ids <= llm else 1.0
+        assert not (ids & fusion) or ids <= fusion  # a group is all fusion or none of it
+        assert group["lr_scale"] == pytest.approx(expected)
+    trainable = sum(1 for p in model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in opt.param_groups) == trainable
+    # Unset, the fusion learns at lr inside the new modules' groups: the layout of older checkpoints.
+    plain = make_optimizer(model, TrainConfig(model=model.config, lr=1e-3, llm_lr=5e-4))
+    assert len(plain.param_groups) == len(opt.param_groups) - 1
+    (home,) = [g for g in plain.param_groups if fusion & {id(p) for p in g["params"]}]
+    assert home["lr_scale"] == 1.0 and len(home["params"]) > len(fusion)
+    with pytest.raises(UserError, match="fusion_lr must be a number > 0"):
+        TrainConfig(fusion_lr=0.0)
+
+
 def test_connector_warmup_freezes_only_the_llm() -> None:
     """`freeze_llm` (the connector warm-up's steps) moves the new modules and leaves the LLM's
     weights and its AdamW state as they were; the next unfrozen step moves both."""
