@@ -98,7 +98,7 @@ from retriever.runner import method_differences
 from train.embed import load_embedder
 from train.loop import TrainConfig, train
 from train.model_config import VARIANTS, ModelConfig, parse_micl_weights
-from train.presets import preset
+from train.presets import preset, short_budget_fusion_lr
 
 MIN_QUERIES = 300
 # (result key, column title): overall metrics and slices, each shown with its interval.
@@ -165,6 +165,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pairs-per-step", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3, help="new modules: connector, fusion, head")
     p.add_argument("--llm-lr", type=float, default=5e-4, help="SmolLM2's own weights (LoRA adapters or all)")
+    p.add_argument(
+        "--fusion-lr",
+        type=float,
+        default=None,
+        help="the late fusion (W_v and the gate); default: 1e-4 with --llm-train full, else --lr "
+        "(train.presets.short_budget_fusion_lr)",
+    )
     p.add_argument(
         "--llm-layers",
         type=int,
@@ -328,6 +335,7 @@ def _train_config(args: argparse.Namespace, variant: str, source: QualitySource,
         model=model,
         lr=args.lr,
         llm_lr=args.llm_lr,
+        fusion_lr=args.fusion_lr if args.fusion_lr is not None else short_budget_fusion_lr(args.llm_train),
         llm_train=args.llm_train,
         max_steps=args.steps,
         pairs_per_step=args.pairs_per_step,

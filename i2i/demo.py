@@ -40,7 +40,7 @@ from core.errors import UserError
 from core.io import write_json_atomic
 from core.metrics import protocol_pairs
 from train.model_config import ModelConfig
-from train.presets import preset
+from train.presets import preset, short_budget_fusion_lr
 from train.train_config import TrainConfig
 
 COLLECTION = "notes"
@@ -89,6 +89,9 @@ class DemoConfig:
     # 5e-5 on one draw and better on another; benchmarks/QUALITY.md), or not at all.
     llm_train: str = "lora"
     llm_lr: float = 5e-4
+    # The late fusion's rate; None: train.presets.short_budget_fusion_lr (1e-4 under a full
+    # update, where at lr the gate handed the image most of the embedding; else lr).
+    fusion_lr: float | None = None
     val_every: int = 40  # twice in the 80 steps (`i2i demo` sets steps // 2)
     num_workers: int = 1
     # what the end shows
@@ -96,6 +99,9 @@ class DemoConfig:
     k: int = 8
     # write into a directory that holds other files (only the demo's own files change)
     force: bool = False
+
+    def fusion_rate(self) -> float | None:
+        return self.fusion_lr if self.fusion_lr is not None else short_budget_fusion_lr(self.llm_train)
 
     def describe_model(self) -> str:
         m = self.model
@@ -182,6 +188,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     paths.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     llm_rate = f"{cfg.llm_train} at {cfg.llm_lr:g}"
+    if cfg.fusion_rate() is not None:
+        llm_rate += f", late fusion at {cfg.fusion_rate():g}"
     console.print(
         Panel.fit(
             f"[bold]i2i demo[/] into {paths.root}\nmodel: {cfg.describe_model()}\n"
@@ -341,6 +349,7 @@ def demo_train_config(cfg: DemoConfig, paths: DemoPaths) -> TrainConfig:
         lr=cfg.lr,
         llm_train=cfg.llm_train,
         llm_lr=cfg.llm_lr,
+        fusion_lr=cfg.fusion_rate(),
         max_steps=cfg.steps,
         pairs_per_step=cfg.pairs_per_step,
         val_every=cfg.val_every,

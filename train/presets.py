@@ -117,6 +117,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The late fusion's learning rate (W_v and the gate) on the short CPU budget of `i2i demo`
+# and benchmarks/quality.py when SmolLM2 takes a full update. At the budget the held-back
+# evaluation used (the first 6 layers, 80 steps of 16 pairs, LLM at 5e-4), the fusion at
+# the new modules' 1e-3 let the gate hand the image 67-78% of every dimension within 80
+# steps, and notellm2 came out the worst trained variant (text-heavy emoji, 4 draws,
+# -0.021 [-0.036, -0.005] Recall@10 below basic). At 1e-4 the gate stays near 0.45 and
+# notellm2 is ahead in every draw: +0.028 [+0.014, +0.042] over the fusion at 1e-3,
+# +0.016 [+0.001, +0.031] over text-only (benchmarks/QUALITY.md). With LoRA the gate
+# barely moves at 1e-3 (0.47-0.51 after 60 steps), so LoRA keeps the one rate.
+FULL_UPDATE_FUSION_LR = 1e-4
+
+
+def short_budget_fusion_lr(llm_train: str) -> float | None:
+    """The late fusion's rate for the demo's short budget: FULL_UPDATE_FUSION_LR under a
+    full LLM update, else None (the new modules' rate)."""
+    return FULL_UPDATE_FUSION_LR if llm_train == "full" else None
+
+
 def preset_fields(name: str) -> dict[str, Any]:
     """The ModelConfig fields of preset `name` (a copy)."""
     if name not in PRESETS:

@@ -71,3 +71,15 @@ def test_the_demo_recipe_file_is_what_the_demo_trains(tmp_path: Path) -> None:
     assert {k: v for k, v in shipped.items() if k not in paths_and_device} == {
         k: v for k, v in demo.items() if k not in paths_and_device
     }
+
+
+def test_a_full_update_trains_the_late_fusion_slower_on_the_short_budget(tmp_path: Path) -> None:
+    from i2i.demo import DemoPaths, demo_train_config
+    from train.presets import FULL_UPDATE_FUSION_LR, short_budget_fusion_lr
+
+    assert short_budget_fusion_lr("full") == FULL_UPDATE_FUSION_LR < DemoConfig().lr
+    assert short_budget_fusion_lr("lora") is None and short_budget_fusion_lr("frozen") is None
+    paths = DemoPaths(tmp_path)
+    assert demo_train_config(DemoConfig(), paths).fusion_lr is None  # LoRA: one rate for the new modules
+    assert demo_train_config(DemoConfig(llm_train="full"), paths).fusion_lr == FULL_UPDATE_FUSION_LR
+    assert demo_train_config(DemoConfig(llm_train="full", fusion_lr=3e-4), paths).fusion_lr == 3e-4
