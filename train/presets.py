@@ -125,7 +125,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # -0.021 [-0.036, -0.005] Recall@10 below basic). At 1e-4 the gate stays near 0.45 and
 # notellm2 is ahead in every draw: +0.028 [+0.014, +0.042] over the fusion at 1e-3,
 # +0.016 [+0.001, +0.031] over text-only (benchmarks/QUALITY.md). With LoRA the gate
-# barely moves at 1e-3 (0.47-0.51 after 60 steps), so LoRA keeps the one rate.
+# moves little at 1e-3 (0.44-0.55 after 60 steps), so LoRA keeps the one rate.
 FULL_UPDATE_FUSION_LR = 1e-4
 
 
