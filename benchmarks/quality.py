@@ -223,6 +223,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--subgroup-share applies to --data emoji only")
     if args.data == "emoji" and args.subgroup_share is None:
         args.subgroup_share = DEFAULT_SUBGROUP_SHARE
+    if args.fusion_lr is None:  # resolved here, so results.json records the rate that trained
+        args.fusion_lr = short_budget_fusion_lr(args.llm_train)
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         p.error(f"--variants {','.join(unknown)} unknown; expected some of {','.join(VARIANTS)}")
@@ -335,7 +337,7 @@ def _train_config(args: argparse.Namespace, variant: str, source: QualitySource,
         model=model,
         lr=args.lr,
         llm_lr=args.llm_lr,
-        fusion_lr=args.fusion_lr if args.fusion_lr is not None else short_budget_fusion_lr(args.llm_train),
+        fusion_lr=args.fusion_lr,
         llm_train=args.llm_train,
         max_steps=args.steps,
         pairs_per_step=args.pairs_per_step,

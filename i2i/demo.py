@@ -188,8 +188,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     paths.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     llm_rate = f"{cfg.llm_train} at {cfg.llm_lr:g}"
-    if cfg.fusion_rate() is not None:
-        llm_rate += f", late fusion at {cfg.fusion_rate():g}"
+    if (fusion_rate := cfg.fusion_rate()) is not None:
+        llm_rate += f", late fusion at {fusion_rate:g}"
     console.print(
         Panel.fit(
             f"[bold]i2i demo[/] into {paths.root}\nmodel: {cfg.describe_model()}\n"

@@ -124,8 +124,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # steps, and notellm2 came out the worst trained variant (text-heavy emoji, 4 draws,
 # -0.021 [-0.036, -0.005] Recall@10 below basic). At 1e-4 the gate stays near 0.45 and
 # notellm2 is ahead in every draw: +0.028 [+0.014, +0.042] over the fusion at 1e-3; over
-# six draws it tops text-only by +0.004 [-0.008, +0.017] (benchmarks/QUALITY.md). With LoRA the gate
-# moves little at 1e-3 (0.44-0.55 after 60 steps), so LoRA keeps the one rate.
+# six draws it tops text-only by +0.004 [-0.008, +0.017] (benchmarks/QUALITY.md). With
+# LoRA the gate moves little at 1e-3 (0.44-0.55 after 60 steps), so LoRA keeps one rate.
 FULL_UPDATE_FUSION_LR = 1e-4
 
 

@@ -86,8 +86,7 @@ class TrainConfig:
     llm_lr: float | None = None
     # Peak learning rate of the late fusion (W_v and the gate W_g); None = `lr`. The
     # reference trains every module at one rate, so the gate never outruns the LLM whose
-    # state it weighs; at a 6-layer full update with the fusion at `lr` the gate handed
-    # the image up to 78% of every dimension within 80 steps (benchmarks/QUALITY.md).
+    # state it weighs; why a short full update wants it slower: train.presets.
     fusion_lr: float | None = None
     weight_decay: float = 0.001  # paper: 0.001; not applied to biases, norms, the temperature
     betas: tuple[float, float] = (0.9, 0.999)

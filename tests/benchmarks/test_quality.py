@@ -155,3 +155,12 @@ def test_a_generated_platform_is_reused_only_for_the_same_arguments(
     with pytest.raises(quality.UserError, match=r"seed 0 \(asked: 1\)"):
         other_seed = quality.parse_args(["--data", "emoji", "--out", str(out), "--seed", "1"])
         quality._check_generated(other_seed, {"seed": 0, "users": 3000, "events": 300_000}, out / "data")
+
+
+def test_the_fusion_rate_is_resolved_from_the_llm_mode(tmp_path: Path) -> None:
+    from train.presets import FULL_UPDATE_FUSION_LR
+
+    out = ["--out", str(tmp_path / "q")]
+    assert quality.parse_args([*out, "--llm-train", "full"]).fusion_lr == FULL_UPDATE_FUSION_LR
+    assert quality.parse_args([*out]).fusion_lr is None  # LoRA: the new modules' --lr
+    assert quality.parse_args([*out, "--llm-train", "full", "--fusion-lr", "3e-4"]).fusion_lr == 3e-4
