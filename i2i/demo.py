@@ -25,6 +25,7 @@ ImageNet EfficientNet-Lite0 image encoder. Tests pass a tiny random model instea
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -182,6 +183,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         check_platform(Path(cfg.data))
     if cfg.llm_train not in LLM_MODES:
         raise UserError(f"--llm-train {cfg.llm_train!r} is not known; expected one of {', '.join(LLM_MODES)}")
+    if cfg.fusion_lr is not None and not (math.isfinite(cfg.fusion_lr) and cfg.fusion_lr > 0):
+        raise UserError(f"--fusion-lr {cfg.fusion_lr:g} is not a learning rate; give a number > 0, e.g. 1e-4")
     console = console or Console()
     paths = DemoPaths(Path(cfg.out), platform=Path(cfg.data) if own else None)
     check_output_dir(paths.root, DEMO_OUTPUTS, label="demo", force=cfg.force)

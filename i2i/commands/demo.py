@@ -50,6 +50,14 @@ def command(
         str,
         typer.Option(help="How SmolLM2 trains: lora (adapters), full (every weight) or frozen."),
     ] = "lora",
+    fusion_lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak learning rate of the late fusion (W_v and the gate). Default: 1e-4 with "
+            "--llm-train full, where at the new modules' rate the gate hands the image most of the "
+            "embedding before the LLM has learned the text; else the new modules' rate."
+        ),
+    ] = None,
     samples: Annotated[int, typer.Option(help="Sample queries shown and put in the gallery.", min=1)] = 6,
     k: Annotated[int, typer.Option("-k", help="Related notes per sample query.", min=1)] = 8,
     tiny: Annotated[
@@ -99,6 +107,7 @@ def command(
         seed=seed,
         val_every=max(1, steps // 2),
         llm_train=llm_train,
+        fusion_lr=fusion_lr,
         force=force,
     )
     run_demo(cfg)

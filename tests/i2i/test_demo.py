@@ -174,6 +174,47 @@ def test_demo_unknown_llm_training_mode_is_a_user_error_and_writes_nothing(tmp_p
     assert not (tmp_path / "d").exists()
 
 
+def test_demo_fusion_lr_reaches_the_demo_config(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import i2i.demo
+    from i2i.cli import app
+
+    seen: list[DemoConfig] = []
+    monkeypatch.setattr(i2i.demo, "run_demo", lambda cfg: seen.append(cfg))
+    args = ["demo", "--out", str(tmp_path / "d"), "--tiny", "--llm-train", "full"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert CliRunner().invoke(app, [*args, "--fusion-lr", "3e-4"]).exit_code == 0
+    assert [c.fusion_lr for c in seen] == [None, 3e-4]
+    assert [c.fusion_rate() for c in seen] == [1e-4, 3e-4]  # unset: the full-update preset
+
+
+@pytest.mark.parametrize("value", ["0", "-1e-4", "nan"])
+def test_demo_bad_fusion_lr_is_a_user_error_and_writes_nothing(tmp_path: Path, value: str) -> None:
+    from typer.testing import CliRunner
+
+    from i2i.cli import app
+
+    out = tmp_path / "d"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--tiny", "--fusion-lr", value])
+    assert result.exit_code == 2
+    assert "--fusion-lr" in result.output and "give a number > 0" in result.output
+    assert not out.exists()
+
+
+def test_demo_bad_fusion_lr_exits_2_without_a_traceback_in_a_real_process(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    proc = subprocess.run(
+        [sys.executable, "-m", "i2i.cli", "demo", "--out", str(out), "--tiny", "--fusion-lr", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "give a number > 0" in proc.stderr
+    assert not out.exists()
+
+
 def test_demo_killed_during_training_continues(tmp_path: Path, monkeypatch) -> None:
     """A demo killed before the first checkpoint leaves run/config.json without last/."""
     import train.loop
