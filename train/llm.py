@@ -86,7 +86,7 @@ def load_llm(config: ModelConfig, checkpoint_dir: str | Path | None = None) -> t
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    attn = {"attn_implementation": config.attn_implementation}
+    attn: dict[str, Any] = {"attn_implementation": config.attn_implementation}
     if checkpoint_dir is not None:
         ckpt = Path(checkpoint_dir)
         tokenizer = AutoTokenizer.from_pretrained(ckpt / "tokenizer")
