@@ -3,11 +3,14 @@ LLM embedding (NoteLLM-2's late fusion).
 
     v     = W_v · cls                      W_v: vision width -> d, no bias
     z     = sigmoid(W_g · [h ; v])         W_g: 2d -> d, no bias, Xavier-normal init
-    fused = z * h + (1 - z) * v  (+ h)     per dimension
+    fused = z * h + g * (1 - z) * v  (+ h)   per dimension; g = 1 in the paper
 
 `h` is an LLM embedding (the multimodal one, and with mICL the visual one too; the same
 gate serves both). The gate re-injects the image's global feature that the LLM tends
 to drop.
+
+`image_gain` g (1 by default, the paper's equation) weighs the image share; a run with
+`fusion_calibrate` chooses it on the val split after training (train.fusion_calibration).
 
 `residual` (off by default) adds `h` back: `z * h + (1 - z) * v + h`. The authors' first
 release did this; their "fix gate" commit removed it, so their code now runs the
@@ -26,9 +29,17 @@ from torch import nn
 
 
 class LateFusion(nn.Module):
-    def __init__(self, vision_width: int, hidden: int, init_gain: float = 1.0, residual: bool = False):
+    def __init__(
+        self,
+        vision_width: int,
+        hidden: int,
+        init_gain: float = 1.0,
+        residual: bool = False,
+        image_gain: float = 1.0,
+    ):
         super().__init__()
         self.residual = residual
+        self.image_gain = image_gain  # g: the image share's weight (ModelConfig.fusion_image_gain)
         self.vision_proj = nn.Linear(vision_width, hidden, bias=False)  # W_v
         self.gate = nn.Linear(2 * hidden, hidden, bias=False)  # W_g
         nn.init.xavier_normal_(self.gate.weight)
@@ -41,10 +52,11 @@ class LateFusion(nn.Module):
 
     def shares(self, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The two summands of the fused embedding and the gate: `h`, `v`: (B, d) ->
-        (LLM share z * h (+ h), image share (1 - z) * v, gate z), each (B, d)."""
+        (LLM share z * h (+ h), image share g * (1 - z) * v, gate z), each (B, d)."""
         z = torch.sigmoid(self.gate(torch.cat([h, v], dim=-1)))  # (B, d)
         llm_share = (1 + z) * h if self.residual else z * h
-        return llm_share, (1 - z) * v, z
+        image_share = (1 - z) * v if self.image_gain == 1.0 else self.image_gain * (1 - z) * v
+        return llm_share, image_share, z
 
     def forward(self, h: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`h`, `v`: (B, d) -> (fused (B, d), gate z (B, d))."""

@@ -48,8 +48,10 @@ from train.checkpoint import (
     recover_run_checkpoints,
     save_trainer_checkpoint,
 )
-from train.data import ImageLoader, NoteImageLoader, PairBatchSampler, PairCollate, PairDataset
+from train.data import ImageLoader, NoteImageLoader, PairBatchSampler, PairCollate, PairDataset, PairSplit
 from train.distributed import DistEnv, all_reduce_sum, barrier, init_distributed, teardown
+from train.fusion_calibration import calibrate_image_gain, calibration_metric
+from train.fusion_pretrain import pretrain_fusion_projection
 from train.model import NoteLLM2, build_model
 from train.run_data import (
     epoch_loader,
@@ -197,6 +199,9 @@ def _train(
     elif env.is_main:
         files.write_config(run_dir, cfg)
         (run_dir / files.METRICS).unlink(missing_ok=True)
+    # Before DDP: its constructor hands every rank rank 0's weights.
+    if not resume and cfg.fusion_pretrain_steps and model.fusion is not None:
+        _pretrain_fusion(cfg, env, run_dir, model, train_split, images, console)
     # Frozen encoder in eval mode, constant rotary tables: no buffer needs a per-forward broadcast.
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     ddp_model = DDP(model, device_ids=device_ids, broadcast_buffers=False) if env.distributed else model
@@ -262,6 +267,8 @@ def _train(
 
             if done % cfg.val_every == 0 or done == total_steps:
                 val_start = time.perf_counter()
+                if done == total_steps and cfg.fusion_calibrate and model.fusion is not None:
+                    _calibrate_fusion(run, done)
                 last_val = _validate(run, done)
                 counts = _total_counts(counts_at_start, local_counts, env)
                 state = _save(run, state, done, last_val, counts)
@@ -282,6 +289,39 @@ def _train(
         files.write_summary(result)
     barrier(env)
     return result
+
+
+def _pretrain_fusion(
+    cfg: TrainConfig,
+    env: DistEnv,
+    run_dir: Path,
+    model: NoteLLM2,
+    train_split: PairSplit,
+    images: ImageLoader,
+    console: Console,
+) -> None:
+    """The late fusion's image projection pre-aligned on the train pairs (train.fusion_pretrain);
+    every rank computes the same, and DDP starts from rank 0's weights anyway."""
+    progress = Progress(console=console, disable=not env.is_main, transient=True)
+    with progress:
+        task = progress.add_task("pre-align W_v", total=cfg.fusion_pretrain_steps)
+        result = pretrain_fusion_projection(
+            model,
+            train_split,
+            images,
+            steps=cfg.fusion_pretrain_steps,
+            pairs_per_step=cfg.fusion_pretrain_pairs,
+            lr=cfg.lr,
+            seed=cfg.seed,
+            on_step=lambda done, _: progress.update(task, completed=done),
+        )
+    if env.is_main:
+        files.log_record(run_dir, {"step": 0, "split": "fusion_pretrain", **result.to_dict()})
+        console.print(
+            f"late fusion pre-aligned: {result.steps} steps x {result.pairs_per_step} pairs over "
+            f"{result.notes} notes' image features, loss {result.loss_first:.3f} -> {result.loss_last:.3f} "
+            f"in {result.seconds:.1f} s"
+        )
 
 
 def _counted(data_iter: Iterator, local_counts: dict[str, int]) -> Iterator[dict[str, torch.Tensor]]:
@@ -315,6 +355,33 @@ def _validate(run: _Run, step: int) -> dict[str, float]:
         files.log_record(run.run_dir, {"step": step, "split": "val", **record})
     run.say(_val_line(step, record))
     return record
+
+
+def _calibrate_fusion(run: _Run, step: int) -> None:
+    """The image share's weight chosen on the val split (train.fusion_calibration), before
+    the final validation and checkpoint, which then carry it."""
+    if run.val is None:
+        run.say("fusion calibration skipped: no val split to choose the image share's weight on")
+        return
+    cfg = run.cfg
+    result = calibrate_image_gain(
+        run.model,
+        run.val,
+        run.images,
+        run.env,
+        metric=calibration_metric(cfg.best_metric, cfg.val_ks, len(run.val.pool_rows)),
+        ks=cfg.val_ks,
+        batch_size=cfg.val_batch_size,
+        num_workers=cfg.num_workers,
+        autocast=run.autocast,
+    )
+    if run.env.is_main:
+        files.log_record(run.run_dir, {"step": step, "split": "fusion_calibration", **result.to_dict()})
+    best, before = result.scores[result.gain], result.scores[result.previous]
+    run.say(
+        f"late fusion calibrated on val: image share weight {result.previous:g} -> {result.gain:g} "
+        f"({result.metric} {before:.4f} -> {best:.4f})"
+    )
 
 
 def _save(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -142,7 +143,13 @@ class NoteLLM2(nn.Module):
         self.hidden_size = hidden
         self.connector = build_connector(vision.width, hidden, config) if vision is not None else None
         self.fusion = (
-            LateFusion(vision.width, hidden, config.fusion_init_gain, config.fusion_residual)
+            LateFusion(
+                vision.width,
+                hidden,
+                config.fusion_init_gain,
+                config.fusion_residual,
+                config.fusion_image_gain,
+            )
             if (vision is not None and config.uses_late_fusion)
             else None
         )
@@ -179,14 +186,7 @@ class NoteLLM2(nn.Module):
 
     # Forward -------------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> NoteEmbeddings:
-        device = self.device
-        embeds, mask, ids, cls = self.llm_inputs(batch)
-        hidden = self.llm(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False
-        ).last_hidden_state  # (B, L', H)
-        rows = torch.arange(hidden.shape[0], device=device)
-        h = hidden[rows, last_token_index(mask)]  # (B, H)
-        hv = hidden[rows, index_before(ids, self.img_emb_id)] if self.config.uses_micl else None  # (B, H)
+        h, hv, cls = self.pooled_states(batch)
         gate = None
         if self.fusion is not None:
             assert cls is not None  # late fusion is built only with the vision encoder
@@ -196,6 +196,44 @@ class NoteLLM2(nn.Module):
             if hv is not None:
                 hv, _ = self.fusion(hv, v)
         return NoteEmbeddings(self._finish(h), None if hv is None else self._finish(hv), gate)
+
+    def fusion_parts(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The multimodal embedding's two late-fusion shares after the head, before the
+        normalisation: (LLM share (B, dim), image share (B, dim)); their sum, normalised,
+        is `forward(batch).multimodal`. Only for variants with late fusion."""
+        if self.fusion is None:
+            raise ValueError(f"variant {self.config.variant!r} has no late fusion")
+        h, _, cls = self.pooled_states(batch)
+        assert cls is not None  # late fusion is built only with the vision encoder
+        llm_share, image_share, _ = self.fusion.shares(h, self.fusion.project(cls.to(h.dtype)))
+        if self.head is not None:
+            llm_share, image_share = self.head(llm_share), self.head(image_share)
+        return llm_share.float(), image_share.float()
+
+    def set_fusion_image_gain(self, gain: float) -> None:
+        """Set the image share's weight g (fused = llm share + g * image share), in the
+        config too, so that a checkpoint saved from here keeps it."""
+        if self.fusion is None:
+            raise ValueError(f"variant {self.config.variant!r} has no late fusion")
+        # A new config object: the caller's (a TrainConfig's model) is left as it was.
+        self.config = dataclasses.replace(self.config, fusion_image_gain=float(gain))
+        self.collator.config = self.config
+        self.fusion.image_gain = float(gain)
+
+    def pooled_states(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The LLM's pooled states before late fusion: the multimodal `h` (B, H) at the
+        last real token, mICL's visual `hv` (B, H) just before `<IMG_EMB>` (else None),
+        and the image's CLS feature (B, width) (None without vision)."""
+        embeds, mask, ids, cls = self.llm_inputs(batch)
+        hidden = self.llm(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False
+        ).last_hidden_state  # (B, L', H)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        h = hidden[rows, last_token_index(mask)]  # (B, H)
+        hv = hidden[rows, index_before(ids, self.img_emb_id)] if self.config.uses_micl else None  # (B, H)
+        return h, hv, cls
 
     def llm_inputs(
         self, batch: dict[str, torch.Tensor]

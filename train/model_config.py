@@ -135,6 +135,11 @@ class ModelConfig:
     # release did before their "fix gate" commit removed it (benchmarks/QUALITY.md, "The
     # late-fusion residual"): an option, measured there, not the method.
     fusion_residual: bool = False
+    # The weight of late fusion's image share in the fused embedding: fused = z*h + g*(1-z)*v.
+    # 1 is the paper's equation. `i2i train` with `fusion_calibrate` sets it after training
+    # to the value that ranks the val split best (train.fusion_calibration), and the
+    # checkpoint keeps it.
+    fusion_image_gain: float = 1.0
     # mICL loss weights (w_t multimodal, w_v visual): 9:1 in every NoteLLM-2 run the paper
     # reports (its ablation sweeps 1, 3, 9 and 19 to 1); the reference code's 1:1 default
     # gives the image-only loss half the weight instead of a tenth.
@@ -168,6 +173,8 @@ class ModelConfig:
             )
         if not (math.isfinite(self.fusion_init_gain) and self.fusion_init_gain > 0):
             raise UserError(f"fusion_init_gain must be a positive number, got {self.fusion_init_gain}")
+        if not (math.isfinite(self.fusion_image_gain) and self.fusion_image_gain >= 0):
+            raise UserError(f"fusion_image_gain must be a number >= 0, got {self.fusion_image_gain}")
         if self.qformer_hidden % self.qformer_heads:
             raise UserError(
                 f"qformer_hidden ({self.qformer_hidden}) must be divisible by "

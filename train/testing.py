@@ -17,13 +17,24 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from core.contracts import Note
+from train.data import ImageStatus, PairSplit
 from train.model_config import ModelConfig
 from train.presets import TINY_LLM, TINY_VISION, preset
+from train.vision_cache import VisionFeatureCache
 
-__all__ = ["TINY_LLM", "TINY_VISION", "single_thread", "tiny_model_config", "tiny_notes", "tiny_pixels"]
+__all__ = [
+    "TINY_LLM",
+    "TINY_VISION",
+    "clustered_image_split",
+    "single_thread",
+    "tiny_model_config",
+    "tiny_notes",
+    "tiny_pixels",
+]
 
 
 def tiny_model_config(variant: str = "notellm2", connector: str = "qformer", **overrides: Any) -> ModelConfig:
@@ -60,3 +71,36 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def clustered_image_split(
+    groups: int = 6, per_group: int = 10, width: int = 64, seed: int = 0, signal: float = 0.5
+) -> tuple[PairSplit, VisionFeatureCache, np.ndarray]:
+    """Notes whose cached image features (`[cls; 4 tokens]`, width `width`, the tiny
+    vision tower's) are their group's direction buried in noise, with every pair within a
+    group: a split where the image says who is co-viewed and the (empty) text does not.
+    `signal` scales the group's direction against unit noise.
+    Returns (split, vision cache, group of each note)."""
+    rng = np.random.default_rng(seed)
+    n = groups * per_group
+    group = np.repeat(np.arange(groups), per_group)
+    centres = rng.normal(size=(groups, width))
+    cls = signal * centres[group] + rng.normal(size=(n, width))  # 0.5: weak signal, strong noise
+    tokens = rng.normal(size=(n, 4, width))
+    features = torch.tensor(np.concatenate([cls[:, None], tokens], axis=1), dtype=torch.float32)
+    notes = [{"note_id": f"n{i}", "title": "", "content": "", "tags": [], "image": None} for i in range(n)]
+    q, t = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    keep = (q != t) & (group[q] == group[t])
+    split = PairSplit(
+        notes=notes,
+        query=q[keep].astype(np.int64),
+        target=t[keep].astype(np.int64),
+        rank=np.ones(int(keep.sum()), np.int64),
+        pairs_read=int(keep.sum()),
+        dropped_missing_note=0,
+        dropped_self_pair=0,
+    )
+    cache = VisionFeatureCache(
+        features, np.full(n, int(ImageStatus.LOADED), np.int8), {f"n{i}": i for i in range(n)}
+    )
+    return split, cache, group

@@ -95,6 +95,14 @@ class TrainConfig:
     # initialised modules (connector, late fusion, head, temperature) learn; the LLM's
     # weights (full or LoRA) get no update until step N. 0 = off (the paper: one stage).
     connector_warmup_steps: int = 0
+    # Before the first step, train the late fusion's image projection W_v alone on the
+    # train pairs, through the frozen encoder's cached features (no LLM: seconds), then
+    # restore its initial loudness (train.fusion_pretrain). 0 = off (the paper).
+    fusion_pretrain_steps: int = 0
+    fusion_pretrain_pairs: int = 64  # pairs per pre-alignment step (in-batch negatives)
+    # After the last step, choose the weight of late fusion's image share on the val split
+    # (train.fusion_calibration); the checkpoint keeps it. False: the paper's equation.
+    fusion_calibrate: bool = False
     min_lr_ratio: float = 0.1  # cosine floor as a share of lr
     epochs: int = 1  # paper: one epoch
     max_steps: int | None = None  # cap on optimizer steps (the schedule spans min(epochs, max_steps))
@@ -149,6 +157,12 @@ class TrainConfig:
         if self.connector_warmup_steps < 0:
             raise UserError(
                 f"connector_warmup_steps must be >= 0 (0 = off), got {self.connector_warmup_steps}"
+            )
+        if self.fusion_pretrain_steps < 0:
+            raise UserError(f"fusion_pretrain_steps must be >= 0 (0 = off), got {self.fusion_pretrain_steps}")
+        if self.fusion_pretrain_pairs < 2:
+            raise UserError(
+                f"fusion_pretrain_pairs must be >= 2 (in-batch negatives), got {self.fusion_pretrain_pairs}"
             )
         if self.pairs_per_step < 2:
             raise UserError(f"pairs_per_step must be >= 2 (in-batch negatives), got {self.pairs_per_step}")

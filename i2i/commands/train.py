@@ -98,6 +98,18 @@ def command(
             "fusion, head, temperature) learn and the LLM stays as it is (default 0: off).",
         ),
     ] = None,
+    fusion_pretrain_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Before the first step, train the late fusion's image projection W_v alone on the "
+            "train pairs for N steps, from the frozen encoder's cached features (seconds; its "
+            "loudness is kept). Late-fusion variants only (default 0: off, as in the paper).",
+        ),
+    ] = None,
+    fusion_pretrain_pairs: Annotated[
+        int | None, typer.Option(min=2, help="Pairs per --fusion-pretrain-steps step (default 64).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the train pairs (paper: 1).")] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many optimizer steps.")
