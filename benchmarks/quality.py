@@ -98,7 +98,7 @@ from retriever.runner import method_differences
 from train.embed import load_embedder
 from train.loop import TrainConfig, train
 from train.model_config import VARIANTS, ModelConfig, parse_micl_weights
-from train.presets import preset, short_budget_fusion_lr
+from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_LR, preset
 
 MIN_QUERIES = 300
 # (result key, column title): overall metrics and slices, each shown with its interval.
@@ -168,9 +168,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--fusion-lr",
         type=float,
-        default=None,
-        help="the late fusion (W_v and the gate); default: 1e-4 with --llm-train full, else --lr "
-        "(train.presets.short_budget_fusion_lr)",
+        default=SHORT_BUDGET_FUSION_LR,
+        help="the late fusion (W_v and the gate) in the joint stage (train.presets: slow, so that "
+        "W_v keeps what its pre-alignment learned)",
+    )
+    p.add_argument(
+        "--fusion-pretrain-steps",
+        type=int,
+        default=FUSION_PRETRAIN_STEPS,
+        help="steps of 64 pairs that pre-align late fusion's W_v on the cached image features "
+        "before the first step (0: off, the paper's one stage)",
+    )
+    p.add_argument(
+        "--no-fusion-calibrate",
+        dest="fusion_calibrate",
+        action="store_false",
+        help="keep the image share's weight at 1 (the paper's equation) instead of choosing it on val",
     )
     p.add_argument(
         "--llm-layers",
@@ -223,8 +236,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--subgroup-share applies to --data emoji only")
     if args.data == "emoji" and args.subgroup_share is None:
         args.subgroup_share = DEFAULT_SUBGROUP_SHARE
-    if args.fusion_lr is None:  # resolved here, so results.json records the rate that trained
-        args.fusion_lr = short_budget_fusion_lr(args.llm_train)
+    if args.fusion_pretrain_steps < 0:
+        p.error(f"--fusion-pretrain-steps must be >= 0, got {args.fusion_pretrain_steps}")
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         p.error(f"--variants {','.join(unknown)} unknown; expected some of {','.join(VARIANTS)}")
@@ -338,6 +351,8 @@ def _train_config(args: argparse.Namespace, variant: str, source: QualitySource,
         lr=args.lr,
         llm_lr=args.llm_lr,
         fusion_lr=args.fusion_lr,
+        fusion_pretrain_steps=args.fusion_pretrain_steps,
+        fusion_calibrate=args.fusion_calibrate,
         llm_train=args.llm_train,
         max_steps=args.steps,
         pairs_per_step=args.pairs_per_step,

@@ -41,7 +41,7 @@ from core.errors import UserError
 from core.io import write_json_atomic
 from core.metrics import protocol_pairs
 from train.model_config import ModelConfig
-from train.presets import preset, short_budget_fusion_lr
+from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_LR, preset
 from train.train_config import TrainConfig
 
 COLLECTION = "notes"
@@ -90,9 +90,11 @@ class DemoConfig:
     # 5e-5 on one draw and better on another; benchmarks/QUALITY.md), or not at all.
     llm_train: str = "lora"
     llm_lr: float = 5e-4
-    # The late fusion's rate; None: train.presets.short_budget_fusion_lr (1e-4 under a full
-    # update, where at lr the gate handed the image most of the embedding; else lr).
-    fusion_lr: float | None = None
+    # The late fusion on this budget (train.presets): W_v pre-aligned on the pairs first,
+    # then trained slowly, and the image share's weight chosen on val at the end.
+    fusion_lr: float = SHORT_BUDGET_FUSION_LR
+    fusion_pretrain_steps: int = FUSION_PRETRAIN_STEPS
+    fusion_calibrate: bool = True
     val_every: int = 40  # twice in the 80 steps (`i2i demo` sets steps // 2)
     num_workers: int = 1
     # what the end shows
@@ -100,9 +102,6 @@ class DemoConfig:
     k: int = 8
     # write into a directory that holds other files (only the demo's own files change)
     force: bool = False
-
-    def fusion_rate(self) -> float | None:
-        return self.fusion_lr if self.fusion_lr is not None else short_budget_fusion_lr(self.llm_train)
 
     def describe_model(self) -> str:
         m = self.model
@@ -183,16 +182,18 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         check_platform(Path(cfg.data))
     if cfg.llm_train not in LLM_MODES:
         raise UserError(f"--llm-train {cfg.llm_train!r} is not known; expected one of {', '.join(LLM_MODES)}")
-    if cfg.fusion_lr is not None and not (math.isfinite(cfg.fusion_lr) and cfg.fusion_lr > 0):
-        raise UserError(f"--fusion-lr {cfg.fusion_lr:g} is not a learning rate; give a number > 0, e.g. 1e-4")
+    if not (math.isfinite(cfg.fusion_lr) and cfg.fusion_lr > 0):
+        raise UserError(f"--fusion-lr {cfg.fusion_lr:g} is not a learning rate; give a number > 0, e.g. 1e-5")
     console = console or Console()
     paths = DemoPaths(Path(cfg.out), platform=Path(cfg.data) if own else None)
     check_output_dir(paths.root, DEMO_OUTPUTS, label="demo", force=cfg.force)
     paths.root.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     llm_rate = f"{cfg.llm_train} at {cfg.llm_lr:g}"
-    if (fusion_rate := cfg.fusion_rate()) is not None:
-        llm_rate += f", late fusion at {fusion_rate:g}"
+    if cfg.model.uses_late_fusion:
+        llm_rate += f", late fusion at {cfg.fusion_lr:g}"
+        if cfg.fusion_pretrain_steps:
+            llm_rate += f" after {cfg.fusion_pretrain_steps} pre-alignment steps"
     console.print(
         Panel.fit(
             f"[bold]i2i demo[/] into {paths.root}\nmodel: {cfg.describe_model()}\n"
@@ -352,7 +353,9 @@ def demo_train_config(cfg: DemoConfig, paths: DemoPaths) -> TrainConfig:
         lr=cfg.lr,
         llm_train=cfg.llm_train,
         llm_lr=cfg.llm_lr,
-        fusion_lr=cfg.fusion_rate(),
+        fusion_lr=cfg.fusion_lr,
+        fusion_pretrain_steps=cfg.fusion_pretrain_steps,
+        fusion_calibrate=cfg.fusion_calibrate,
         max_steps=cfg.steps,
         pairs_per_step=cfg.pairs_per_step,
         val_every=cfg.val_every,

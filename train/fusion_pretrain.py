@@ -18,15 +18,13 @@ connector and the LLM are untouched. LLaVA's stage 1 aligns a connector in the s
 spirit; here only the part that reads the frozen feature directly can be aligned
 without the LLM.
 
-Then it sets how loud the image share is. At PyTorch's default init `v` is quiet: after
-the head, the image share `(1 - z) * v` of SmolLM2's fused embedding varies from note to
-note about a sixth as much as the LLM share, so a sum of the two ranks almost as the LLM
-alone, whatever `v` has learned. The stage scales `W_v` so that the two shares vary
-equally (the mean distance of each note's share from the shares' mean, after the head,
-over `BALANCE_NOTES` train notes with the untrained LLM): each modality starts with an
-equal say, and the gate, trained from there, moves it. A louder *random* `v` only adds
-noise and pulled the text side down (`fusion_init_gain`, `benchmarks/QUALITY.md`); a
-pre-aligned one carries what the pairs say about the image.
+Then it scales `W_v` back so that the mean norm of `v` over the train notes is what it
+was at initialisation: the stage changes *what* the image share says, not how loud it is.
+A loud image share during training, random (`fusion_init_gain`) or pre-aligned (set to
+vary as much as the LLM share), explains the train pairs that the LLM should learn the
+words from, and the text side is lost (`benchmarks/QUALITY.md`). How much the image share
+weighs in the served embedding is chosen after training, on the val split
+(`train.fusion_calibration`).
 
 Deterministic for a seed and the same on every DDP rank (each rank computes the same
 steps on the same features), so no communication is needed.
@@ -34,7 +32,6 @@ steps on the same features), so no communication is needed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -48,8 +45,6 @@ from train.data import ImageLoader, PairSplit
 from train.loss import pair_contrastive_loss
 from train.model import NoteLLM2
 
-BALANCE_NOTES = 64  # train notes whose fused shares set the image's loudness
-
 
 @dataclass(frozen=True)
 class FusionPretrainResult:
@@ -61,7 +56,7 @@ class FusionPretrainResult:
     loss_first: float  # mean loss of the first 10% of steps
     loss_last: float  # mean loss of the last 10% of steps
     v_norm_init: float  # mean ||v|| over the train notes at initialisation
-    v_scale: float  # the factor W_v was scaled by after training, to balance the two shares
+    v_scale: float  # the factor W_v was scaled by after training, back to v_norm_init
     seconds: float
 
     def to_dict(self) -> dict[str, float]:
@@ -146,8 +141,9 @@ def pretrain_fusion_projection(
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    balance_rows = rows[torch.randperm(len(rows), generator=generator)[:BALANCE_NOTES].numpy()]
-    v_scale = balance_image_share(model, [split.notes[int(r)] for r in balance_rows], images)
+    with torch.no_grad():  # the same loudness as at initialisation
+        v_scale = float(norm_before / proj(cls).norm(dim=1).mean().clamp_min(1e-12))
+        proj.weight.mul_(v_scale)
     tenth = max(1, steps // 10)
     return FusionPretrainResult(
         steps=steps,
@@ -159,45 +155,3 @@ def pretrain_fusion_projection(
         v_scale=v_scale,
         seconds=time.perf_counter() - t0,
     )
-
-
-def share_spread(x: torch.Tensor) -> torch.Tensor:
-    """How much rows of `x` (B, d) vary: the mean distance from their mean."""
-    return (x - x.mean(0)).norm(dim=1).mean()
-
-
-def balance_image_share(model: NoteLLM2, notes: list[Note], images: ImageLoader, batch: int = 16) -> float:
-    """Scale `W_v` so that, after the head, the image share of the multimodal embedding
-    varies from note to note as much as the LLM share (`share_spread`), on `notes`, with
-    the model as it is (untrained LLM); returns the factor (found by bisection: the gate
-    reads `v` too). Eval mode, no gradients; the mode is restored."""
-    assert model.fusion is not None
-    was_training = model.training
-    model.eval()
-    states, feats = [], []
-    with torch.no_grad():
-        for start in range(0, len(notes), batch):
-            chunk = notes[start : start + batch]
-            # Cached features (1 + T, width) or pixels (3, H, W); never None for an image variant.
-            loaded = cast(list[torch.Tensor], [images(n)[0] for n in chunk])
-            h, _, cls = model.pooled_states(model.collate(chunk, torch.stack(loaded)))
-            assert cls is not None
-            states.append(h.float())
-            feats.append(cls.float())
-        h, cls = torch.cat(states), torch.cat(feats)
-        v = model.fusion.project(cls.to(h.dtype))
-        head = model.head if model.head is not None else torch.nn.Identity()
-
-        def louder(scale: float) -> bool:  # the image share varies more than the LLM share
-            llm_share, image_share, _ = model.fusion.shares(h, v * scale)
-            return bool(share_spread(head(image_share)) > share_spread(head(llm_share)))
-
-        # The gate reads v, so the ratio is not linear in the scale: bisect on log(scale).
-        low, high = -12.0, 12.0  # e^-12 .. e^12
-        for _ in range(40):
-            mid = (low + high) / 2
-            low, high = (low, mid) if louder(math.exp(mid)) else (mid, high)
-        scale = math.exp((low + high) / 2)
-        model.fusion.vision_proj.weight.mul_(scale)
-    model.train(was_training)
-    return scale

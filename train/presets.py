@@ -117,22 +117,23 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# The late fusion's learning rate (W_v and the gate) on the short CPU budget of `i2i demo`
-# and benchmarks/quality.py when SmolLM2 takes a full update. At the budget the held-back
-# evaluation used (the first 6 layers, 80 steps of 16 pairs, LLM at 5e-4), the fusion at
-# the new modules' 1e-3 let the gate hand the image 67-78% of every dimension within 80
-# steps, and notellm2 came out the worst trained variant (text-heavy emoji, 4 draws,
-# -0.021 [-0.036, -0.005] Recall@10 below basic). At 1e-4 the gate stays near 0.45 and
-# notellm2 is ahead in every draw: +0.028 [+0.014, +0.042] over the fusion at 1e-3; over
-# six draws it tops text-only by +0.004 [-0.008, +0.017] (benchmarks/QUALITY.md). With
-# LoRA the gate moves little at 1e-3 (0.44-0.55 after 60 steps), so LoRA keeps one rate.
-FULL_UPDATE_FUSION_LR = 1e-4
-
-
-def short_budget_fusion_lr(llm_train: str) -> float | None:
-    """The late fusion's rate for the demo's short budget: FULL_UPDATE_FUSION_LR under a
-    full LLM update, else None (the new modules' rate)."""
-    return FULL_UPDATE_FUSION_LR if llm_train == "full" else None
+# The late fusion on the short CPU budget of `i2i demo` and benchmarks/quality.py (60-80
+# steps of 16 pairs, LoRA or a full update), in three parts (benchmarks/QUALITY.md,
+# "Teaching the image share, then weighing it"):
+# 1. Pre-align W_v on the train pairs from the cached image features before the first
+#    step (train.fusion_pretrain; ~30 s): a linear map on EfficientNet-Lite0's feature
+#    learns the colour co-views that the raw feature misses, but only after hundreds of
+#    steps of 64 pairs, far more than the joint budget holds.
+# 2. Train the late fusion slowly in the joint stage: at the new modules' 1e-3, Adam's
+#    steps rewrote 37% of the pre-aligned W_v in 60 noisy steps and the image share lost
+#    what it had learned (colour Recall@10 0.124 -> 0.049); at 1e-5 it keeps it. (Before
+#    pre-alignment, a full update wanted the fusion at 1e-4 for another reason: at 1e-3
+#    its gate handed the image most of each dimension before the LLM had learned the text.)
+# 3. Choose the image share's weight on the val split after training
+#    (train.fusion_calibration): the gate barely moves on this budget, and a loud image
+#    share *during* training starves the LLM of the text pairs.
+FUSION_PRETRAIN_STEPS = 1500
+SHORT_BUDGET_FUSION_LR = 1e-5
 
 
 def preset_fields(name: str) -> dict[str, Any]:

@@ -88,7 +88,9 @@ def clustered_image_split(
     cls = signal * centres[group] + rng.normal(size=(n, width))  # 0.5: weak signal, strong noise
     tokens = rng.normal(size=(n, 4, width))
     features = torch.tensor(np.concatenate([cls[:, None], tokens], axis=1), dtype=torch.float32)
-    notes = [{"note_id": f"n{i}", "title": "", "content": "", "tags": [], "image": None} for i in range(n)]
+    notes: list[Note] = [
+        {"note_id": f"n{i}", "title": "", "content": "", "tags": [], "image": None} for i in range(n)
+    ]
     q, t = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
     keep = (q != t) & (group[q] == group[t])
     split = PairSplit(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from i2i.commands._util import Force
+from train.presets import SHORT_BUDGET_FUSION_LR
 
 
 def command(
@@ -51,13 +52,12 @@ def command(
         typer.Option(help="How SmolLM2 trains: lora (adapters), full (every weight) or frozen."),
     ] = "lora",
     fusion_lr: Annotated[
-        float | None,
+        float,
         typer.Option(
-            help="Peak learning rate of the late fusion (W_v and the gate). Default: 1e-4 with "
-            "--llm-train full, where at the new modules' rate the gate hands the image most of the "
-            "embedding before the LLM has learned the text; else the new modules' rate."
+            help="Peak learning rate of the late fusion (W_v and the gate) after W_v is pre-aligned "
+            "on the pairs: slow, so that 80 noisy steps keep what the pre-alignment learned."
         ),
-    ] = None,
+    ] = SHORT_BUDGET_FUSION_LR,
     samples: Annotated[int, typer.Option(help="Sample queries shown and put in the gallery.", min=1)] = 6,
     k: Annotated[int, typer.Option("-k", help="Related notes per sample query.", min=1)] = 8,
     tiny: Annotated[

@@ -157,10 +157,19 @@ def test_a_generated_platform_is_reused_only_for_the_same_arguments(
         quality._check_generated(other_seed, {"seed": 0, "users": 3000, "events": 300_000}, out / "data")
 
 
-def test_the_fusion_rate_is_resolved_from_the_llm_mode(tmp_path: Path) -> None:
-    from train.presets import FULL_UPDATE_FUSION_LR
+def test_the_late_fusion_recipe_is_the_short_budget_preset(tmp_path: Path) -> None:
+    from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_LR
 
     out = ["--out", str(tmp_path / "q")]
-    assert quality.parse_args([*out, "--llm-train", "full"]).fusion_lr == FULL_UPDATE_FUSION_LR
-    assert quality.parse_args([*out]).fusion_lr is None  # LoRA: the new modules' --lr
-    assert quality.parse_args([*out, "--llm-train", "full", "--fusion-lr", "3e-4"]).fusion_lr == 3e-4
+    for mode in ("lora", "full"):
+        args = quality.parse_args([*out, "--llm-train", mode])
+        assert (
+            args.fusion_lr == SHORT_BUDGET_FUSION_LR and args.fusion_pretrain_steps == FUSION_PRETRAIN_STEPS
+        )
+        assert args.fusion_calibrate
+    args = quality.parse_args(
+        [*out, "--fusion-lr", "3e-4", "--fusion-pretrain-steps", "0", "--no-fusion-calibrate"]
+    )
+    assert (args.fusion_lr, args.fusion_pretrain_steps, args.fusion_calibrate) == (3e-4, 0, False)
+    with pytest.raises(SystemExit):
+        quality.parse_args([*out, "--fusion-pretrain-steps", "-1"])

@@ -73,13 +73,14 @@ def test_the_demo_recipe_file_is_what_the_demo_trains(tmp_path: Path) -> None:
     }
 
 
-def test_a_full_update_trains_the_late_fusion_slower_on_the_short_budget(tmp_path: Path) -> None:
+def test_the_short_budget_pre_aligns_trains_slowly_and_calibrates_the_late_fusion(tmp_path: Path) -> None:
     from i2i.demo import DemoPaths, demo_train_config
-    from train.presets import FULL_UPDATE_FUSION_LR, short_budget_fusion_lr
+    from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_LR
 
-    assert short_budget_fusion_lr("full") == FULL_UPDATE_FUSION_LR < DemoConfig().lr
-    assert short_budget_fusion_lr("lora") is None and short_budget_fusion_lr("frozen") is None
     paths = DemoPaths(tmp_path)
-    assert demo_train_config(DemoConfig(), paths).fusion_lr is None  # LoRA: one rate for the new modules
-    assert demo_train_config(DemoConfig(llm_train="full"), paths).fusion_lr == FULL_UPDATE_FUSION_LR
-    assert demo_train_config(DemoConfig(llm_train="full", fusion_lr=3e-4), paths).fusion_lr == 3e-4
+    for mode in ("lora", "full"):
+        cfg = demo_train_config(DemoConfig(llm_train=mode), paths)
+        assert cfg.fusion_lr == SHORT_BUDGET_FUSION_LR < cfg.lr / 10
+        assert cfg.fusion_pretrain_steps == FUSION_PRETRAIN_STEPS > 0 and cfg.fusion_calibrate
+    assert demo_train_config(DemoConfig(fusion_lr=3e-4), paths).fusion_lr == 3e-4
+    assert TrainConfig().fusion_pretrain_steps == 0 and not TrainConfig().fusion_calibrate  # the paper
