@@ -8,7 +8,8 @@ offline), evaluates each with the `i2i eval` harness
 (the reference pool: every test-split note; same greedy queries for every method) next
 to the BM25 and image-only baselines, and again with the image blanked and with the
 text blanked, to show how much each variant relies on each modality. Also reports the
-mean late-fusion gate z (the share of each dimension kept from the LLM).
+mean late-fusion gate z (the share of each dimension kept from the LLM) and the image
+share's weight g (chosen on val after training; 1 is the paper's equation).
 
 Every metric has a 95% bootstrap interval over the test queries, and the reference
 method (`--reference`, default notellm2) minus every other method has a paired interval
@@ -432,6 +433,8 @@ def _evaluate_variant_now(
     with _gate_recorder(embedder.model) as gates:
         res = evaluate_embedder(embedder, es, images, name=variant, ann=False, boot=boot)
     res["gate z"] = sum(g * n for g, n in gates) / sum(n for _, n in gates) if gates else None
+    fusion = getattr(embedder.model, "fusion", None)
+    res["image weight g"] = None if fusion is None else float(embedder.model.config.fusion_image_gain)
     res["blanked"] = {}
     if not args.no_blank:
         for blank in ("image", "text"):
@@ -554,10 +557,10 @@ def _slices(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 def method_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and one row per method: each metric with its interval, blanked-modality
-    Recall@10, the gate and the training time."""
+    Recall@10, the gate, the image share's weight g (late fusion) and the training time."""
     slices = _slices(results)
     head = ["method", *(t for _, t in METRICS), *(t for _, t in slices), "no-image R@10", "no-text R@10"]
-    head += ["gate z", "steps", "train s"]
+    head += ["gate z", "image g", "steps", "train s"]
     rows = []
     for name, m in results["methods"].items():
         row = [name, *(_cell(m, k) for k, _ in METRICS), *(_cell(m, "recall@10", s) for s, _ in slices)]
@@ -565,6 +568,8 @@ def method_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             row.append(_cell(m["blanked"][blank], "recall@10") if blank in m.get("blanked", {}) else "-")
         gate = m.get("gate z")
         row.append("-" if gate is None else f"{gate:.3f}")
+        gain = m.get("image weight g")
+        row.append("-" if gain is None else f"{gain:g}")
         steps = m.get("train", {}).get("steps")
         row.append("-" if steps is None else str(steps))
         seconds = m.get("train", {}).get("seconds")
