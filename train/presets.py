@@ -119,7 +119,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # The late fusion on the short CPU budget of `i2i demo` and benchmarks/quality.py (60-80
 # steps of 16 pairs, LoRA or a full update), in three parts (benchmarks/QUALITY.md,
-# "Teaching the image share, then weighing it"):
+# "Pre-aligning the image projection, then weighing it"):
 # 1. Pre-align W_v on the train pairs from the cached image features before the first
 #    step (train.fusion_pretrain; ~30 s): a linear map on EfficientNet-Lite0's feature
 #    learns the colour co-views that the raw feature misses, but only after hundreds of
