@@ -19,7 +19,7 @@ how much of `h` survives, and an LLM state's few huge dimensions (SmolLM2: one o
 in a state of norm 59) can saturate `W_g · [h ; v]` the same way for every note; the
 residual keeps at least `h` whatever the gate does (benchmarks/QUALITY.md, "The
 late-fusion residual"). It needs mICL: late fusion alone with it lost to basic (README,
-"Where quality stands now").
+"Before the pre-alignment").
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # (across draws [+0.001, +0.015]), +0.047 [+0.021, +0.075] on text-related pairs,
         # MRR +0.005 [+0.001, +0.010] (benchmarks/QUALITY.md, "The late-fusion residual").
         # It needs mICL: late fusion *alone* with it fell 0.011 [0.003, 0.020] below basic
-        # on the same draws (README, "Where quality stands now"); train that variant with
+        # on the same draws (README, "Before the pre-alignment"); train that variant with
         # `fusion_residual = false`.
         "fusion_residual": True,
     },
