@@ -100,6 +100,7 @@ from train.embed import load_embedder
 from train.loop import TrainConfig, train
 from train.model_config import VARIANTS, ModelConfig, parse_micl_weights
 from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_LR, preset
+from train.train_config import FUSION_PRETRAIN_AT
 
 MIN_QUERIES = 300
 # (result key, column title): overall metrics and slices, each shown with its interval.
@@ -179,6 +180,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=FUSION_PRETRAIN_STEPS,
         help="steps of 64 pairs that pre-align late fusion's W_v on the cached image features "
         "before the first step (0: off, the paper's one stage)",
+    )
+    p.add_argument(
+        "--fusion-pretrain-at",
+        choices=FUSION_PRETRAIN_AT,
+        default="start",
+        help="align W_v before the first step (start) or after the last, through the trained head (end)",
     )
     p.add_argument(
         "--no-fusion-calibrate",
@@ -353,6 +360,7 @@ def _train_config(args: argparse.Namespace, variant: str, source: QualitySource,
         llm_lr=args.llm_lr,
         fusion_lr=args.fusion_lr,
         fusion_pretrain_steps=args.fusion_pretrain_steps,
+        fusion_pretrain_at=args.fusion_pretrain_at,
         fusion_calibrate=args.fusion_calibrate,
         llm_train=args.llm_train,
         max_steps=args.steps,

@@ -200,8 +200,9 @@ def _train(
         files.write_config(run_dir, cfg)
         (run_dir / files.METRICS).unlink(missing_ok=True)
     # Before DDP: its constructor hands every rank rank 0's weights.
-    if not resume and cfg.fusion_pretrain_steps and model.fusion is not None:
-        _pretrain_fusion(cfg, env, run_dir, model, train_split, images, console)
+    align_fusion = bool(cfg.fusion_pretrain_steps) and model.fusion is not None
+    if not resume and align_fusion and cfg.fusion_pretrain_at == "start":
+        _pretrain_fusion(cfg, env, run_dir, model, train_split, images, console, step=0)
     # Frozen encoder in eval mode, constant rotary tables: no buffer needs a per-forward broadcast.
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     ddp_model = DDP(model, device_ids=device_ids, broadcast_buffers=False) if env.distributed else model
@@ -267,6 +268,8 @@ def _train(
 
             if done % cfg.val_every == 0 or done == total_steps:
                 val_start = time.perf_counter()
+                if done == total_steps and align_fusion and cfg.fusion_pretrain_at == "end":
+                    _pretrain_fusion(cfg, env, run_dir, model, train_split, images, console, step=done)
                 if done == total_steps and cfg.fusion_calibrate and model.fusion is not None:
                     _calibrate_fusion(run, done)
                 last_val = _validate(run, done)
@@ -299,9 +302,11 @@ def _pretrain_fusion(
     train_split: PairSplit,
     images: ImageLoader,
     console: Console,
+    step: int,
 ) -> None:
-    """The late fusion's image projection pre-aligned on the train pairs (train.fusion_pretrain);
-    every rank computes the same, and DDP starts from rank 0's weights anyway."""
+    """The late fusion's image projection aligned on the train pairs (train.fusion_pretrain),
+    before the first step (`step` 0) or after the last. Every rank computes the same (and
+    before the first step DDP starts from rank 0's weights anyway)."""
     progress = Progress(console=console, disable=not env.is_main, transient=True)
     with progress:
         task = progress.add_task("pre-align W_v", total=cfg.fusion_pretrain_steps)
@@ -316,9 +321,10 @@ def _pretrain_fusion(
             on_step=lambda done, _: progress.update(task, completed=done),
         )
     if env.is_main:
-        files.log_record(run_dir, {"step": 0, "split": "fusion_pretrain", **result.to_dict()})
+        files.log_record(run_dir, {"step": step, "split": "fusion_pretrain", **result.to_dict()})
+        when = "pre-aligned" if step == 0 else f"aligned after step {step}"
         console.print(
-            f"late fusion pre-aligned: {result.steps} steps x {result.pairs_per_step} pairs over "
+            f"late fusion {when}: {result.steps} steps x {result.pairs_per_step} pairs over "
             f"{result.notes} notes' image features, loss {result.loss_first:.3f} -> {result.loss_last:.3f} "
             f"in {result.seconds:.1f} s"
         )

@@ -42,6 +42,7 @@ from train.presets import resolve_model_table
 
 PRECISIONS = ("auto", "bf16", "fp32")
 DEVICES = ("auto", "cuda", "cpu")
+FUSION_PRETRAIN_AT = ("start", "end")  # when late fusion's W_v is aligned (train.fusion_pretrain)
 
 
 # Settings a resumed run may change (recorded in config.json); any other must match the run.
@@ -100,6 +101,11 @@ class TrainConfig:
     # restore its initial loudness (train.fusion_pretrain). 0 = off (the paper).
     fusion_pretrain_steps: int = 0
     fusion_pretrain_pairs: int = 64  # pairs per pre-alignment step (in-batch negatives)
+    # When W_v is aligned: "start" (before the first step; the joint stage then trains
+    # with an image share that already knows the pairs) or "end" (after the last step,
+    # through the trained head, before the calibration; the joint stage runs the paper's
+    # equation with W_v as initialised). See train.fusion_pretrain.
+    fusion_pretrain_at: str = "start"
     # After the last step, choose the weight of late fusion's image share on the val split
     # (train.fusion_calibration); the checkpoint keeps it. False: the paper's equation.
     fusion_calibrate: bool = False
@@ -163,6 +169,11 @@ class TrainConfig:
         if self.fusion_pretrain_pairs < 2:
             raise UserError(
                 f"fusion_pretrain_pairs must be >= 2 (in-batch negatives), got {self.fusion_pretrain_pairs}"
+            )
+        if self.fusion_pretrain_at not in FUSION_PRETRAIN_AT:
+            raise UserError(
+                f"fusion_pretrain_at must be one of {', '.join(FUSION_PRETRAIN_AT)}, "
+                f"got {self.fusion_pretrain_at!r}"
             )
         if self.pairs_per_step < 2:
             raise UserError(f"pairs_per_step must be >= 2 (in-batch negatives), got {self.pairs_per_step}")

@@ -102,13 +102,22 @@ def command(
         int | None,
         typer.Option(
             min=0,
-            help="Before the first step, train the late fusion's image projection W_v alone on the "
-            "train pairs for N steps, from the frozen encoder's cached features (seconds; its "
-            "loudness is kept). Late-fusion variants only (default 0: off, as in the paper).",
+            help="Train the late fusion's image projection W_v alone on the train pairs for N "
+            "steps (before the first step, or after the last: --fusion-pretrain-at), from the "
+            "frozen encoder's cached features (seconds; its loudness is kept). Late-fusion "
+            "variants only (default 0: off, as in the paper).",
         ),
     ] = None,
     fusion_pretrain_pairs: Annotated[
         int | None, typer.Option(min=2, help="Pairs per --fusion-pretrain-steps step (default 64).")
+    ] = None,
+    fusion_pretrain_at: Annotated[
+        str | None,
+        typer.Option(
+            help="When --fusion-pretrain-steps align W_v: start (before the first step) or end "
+            "(after the last, through the trained head; the joint stage then runs the paper's "
+            "equation). Default: start.",
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the train pairs (paper: 1).")] = None,
     max_steps: Annotated[

@@ -173,3 +173,5 @@ def test_the_late_fusion_recipe_is_the_short_budget_preset(tmp_path: Path) -> No
     assert (args.fusion_lr, args.fusion_pretrain_steps, args.fusion_calibrate) == (3e-4, 0, False)
     with pytest.raises(SystemExit):
         quality.parse_args([*out, "--fusion-pretrain-steps", "-1"])
+    with pytest.raises(SystemExit):
+        quality.parse_args([*out, "--fusion-pretrain-at", "middle"])

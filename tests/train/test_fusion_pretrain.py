@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from core.errors import UserError
+from train.checkpoint import load_checkpoint
 from train.fusion_pretrain import pretrain_fusion_projection
 from train.loop import train
 from train.model import build_model
@@ -90,6 +91,38 @@ def test_the_loop_pre_aligns_before_the_first_step(make_config, tmp_path, cache_
     assert "late fusion pre-aligned: 5 steps x 8 pairs" in console.file.getvalue()
 
 
+def test_aligning_at_the_end_leaves_the_joint_stage_as_the_paper_runs_it(make_config, tmp_path) -> None:
+    """`fusion_pretrain_at = "end"`: the joint stage is the one-stage run step for step (the
+    same losses); W_v is aligned after the last step, before the calibration, and the
+    checkpoint carries the aligned W_v."""
+    runs = {}
+    for name, steps in (("paper", 0), ("end", 5)):
+        cfg = make_config(
+            variant="notellm2",
+            out=str(tmp_path / name),
+            max_steps=2,
+            val_every=2,
+            fusion_pretrain_steps=steps,
+            fusion_pretrain_pairs=8,
+            fusion_pretrain_at="end",
+            fusion_calibrate=True,
+            seed=3,
+        )
+        console = Console(file=io.StringIO(), width=160)
+        train(cfg, console=console)
+        runs[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+    losses = {name: [r["loss"] for r in lines if r["split"] == "train"] for name, lines in runs.items()}
+    assert losses["end"] == pytest.approx(losses["paper"], rel=1e-5)
+    order = [(r["split"], r["step"]) for r in runs["end"] if r["split"] != "train" and r["step"] > 0]
+    assert order == [("fusion_pretrain", 2), ("fusion_calibration", 2), ("val", 2)]
+    assert "late fusion aligned after step 2: 5 steps x 8 pairs" in console.file.getvalue()
+    weights = {
+        name: load_checkpoint(tmp_path / name / "last", device="cpu").fusion.vision_proj.weight
+        for name in runs
+    }
+    assert not torch.allclose(weights["end"], weights["paper"])
+
+
 def test_the_loop_skips_pre_alignment_without_late_fusion(make_config, tmp_path) -> None:
     cfg = make_config(variant="micl", out=str(tmp_path / "run"), max_steps=1, fusion_pretrain_steps=5)
     train(cfg, console=Console(file=io.StringIO()))
@@ -97,7 +130,10 @@ def test_the_loop_skips_pre_alignment_without_late_fusion(make_config, tmp_path)
     assert "fusion_pretrain" not in splits
 
 
-@pytest.mark.parametrize(("field", "value"), [("fusion_pretrain_steps", -1), ("fusion_pretrain_pairs", 1)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("fusion_pretrain_steps", -1), ("fusion_pretrain_pairs", 1), ("fusion_pretrain_at", "middle")],
+)
 def test_bad_settings_are_user_errors(make_config, field, value) -> None:
     with pytest.raises(UserError, match=field):
         make_config(**{field: value})

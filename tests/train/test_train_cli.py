@@ -217,21 +217,29 @@ def test_an_llm_or_vision_flag_replaces_the_files_inline_model(tmp_path: Path) -
 
 
 def test_fusion_pretrain_flags_reach_the_run(make_config, synth_pairs: Path, tmp_path: Path) -> None:
-    """--fusion-pretrain-steps/--fusion-pretrain-pairs through the runner and a real process."""
+    """--fusion-pretrain-steps/-pairs/-at through the runner and a real process."""
     cfg = make_config(max_steps=1, val_every=1)
     top = {k: v for k, v in cfg.to_dict().items() if k not in ("model", "out", "pairs")}
     config = write_toml(tmp_path / "run.toml", top, cfg.model.to_dict())
     out = tmp_path / "runs" / "pre"
     args = ["train", "--config", str(config), "--pairs", str(synth_pairs), "--out", str(out)]
-    result = CliRunner().invoke(app, [*args, "--fusion-pretrain-steps", "3", "--fusion-pretrain-pairs", "8"])
+    flags = ["--fusion-pretrain-steps", "3", "--fusion-pretrain-pairs", "8", "--fusion-pretrain-at", "end"]
+    result = CliRunner().invoke(app, [*args, *flags])
     assert result.exit_code == 0, result.output
-    assert "late fusion pre-aligned: 3 steps x 8 pairs" in result.output
+    assert "late fusion aligned after step 1: 3 steps x 8 pairs" in result.output
     saved = json.loads((out / "config.json").read_text())
-    assert (saved["fusion_pretrain_steps"], saved["fusion_pretrain_pairs"]) == (3, 8)
+    assert [saved[f"fusion_pretrain_{k}"] for k in ("steps", "pairs", "at")] == [3, 8, "end"]
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     command = [sys.executable, "-m", "i2i.cli", *args[:-1], str(tmp_path / "runs" / "bad")]
     proc = subprocess.run([*command, "--fusion-pretrain-pairs", "1"], env=env, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "--fusion-pretrain-pairs" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs" / "bad").exists()
+    proc = subprocess.run(
+        [*command, "--fusion-pretrain-at", "middle"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "fusion_pretrain_at" in proc.stderr and "'middle'" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs" / "bad").exists()
