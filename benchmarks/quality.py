@@ -99,7 +99,7 @@ from retriever.runner import method_differences
 from train.embed import load_embedder
 from train.loop import TrainConfig, train
 from train.model_config import VARIANTS, ModelConfig, parse_micl_weights
-from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_LR, preset
+from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_PRETRAIN_AT, preset
 from train.train_config import FUSION_PRETRAIN_AT
 
 MIN_QUERIES = 300
@@ -170,21 +170,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--fusion-lr",
         type=float,
-        default=SHORT_BUDGET_FUSION_LR,
-        help="the late fusion (W_v and the gate) in the joint stage (train.presets: slow, so that "
-        "W_v keeps what its pre-alignment learned)",
+        default=None,
+        help="the late fusion (W_v and the gate) in the joint stage (default: --lr, the paper's one rate)",
     )
     p.add_argument(
         "--fusion-pretrain-steps",
         type=int,
         default=FUSION_PRETRAIN_STEPS,
-        help="steps of 64 pairs that pre-align late fusion's W_v on the cached image features "
-        "before the first step (0: off, the paper's one stage)",
+        help="steps of 64 pairs that align late fusion's W_v on the cached image features "
+        "(0: off, the paper's one stage)",
     )
     p.add_argument(
         "--fusion-pretrain-at",
         choices=FUSION_PRETRAIN_AT,
-        default="start",
+        default=SHORT_BUDGET_FUSION_PRETRAIN_AT,
         help="align W_v before the first step (start) or after the last, through the trained head (end)",
     )
     p.add_argument(

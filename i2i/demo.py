@@ -41,7 +41,7 @@ from core.errors import UserError
 from core.io import write_json_atomic
 from core.metrics import protocol_pairs
 from train.model_config import ModelConfig
-from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_LR, preset
+from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_PRETRAIN_AT, preset
 from train.train_config import TrainConfig
 
 COLLECTION = "notes"
@@ -90,10 +90,12 @@ class DemoConfig:
     # 5e-5 on one draw and better on another; benchmarks/QUALITY.md), or not at all.
     llm_train: str = "lora"
     llm_lr: float = 5e-4
-    # The late fusion on this budget (train.presets): W_v pre-aligned on the pairs first,
-    # then trained slowly, and the image share's weight chosen on val at the end.
-    fusion_lr: float = SHORT_BUDGET_FUSION_LR
+    # The late fusion on this budget (train.presets): the joint stage as the paper runs
+    # it (the fusion at `lr` unless `fusion_lr` is set), then W_v aligned on the pairs
+    # through the trained head, and the image share's weight chosen on val.
+    fusion_lr: float | None = None
     fusion_pretrain_steps: int = FUSION_PRETRAIN_STEPS
+    fusion_pretrain_at: str = SHORT_BUDGET_FUSION_PRETRAIN_AT
     fusion_calibrate: bool = True
     val_every: int = 40  # twice in the 80 steps (`i2i demo` sets steps // 2)
     num_workers: int = 1
@@ -182,8 +184,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
         check_platform(Path(cfg.data))
     if cfg.llm_train not in LLM_MODES:
         raise UserError(f"--llm-train {cfg.llm_train!r} is not known; expected one of {', '.join(LLM_MODES)}")
-    if not (math.isfinite(cfg.fusion_lr) and cfg.fusion_lr > 0):
-        raise UserError(f"--fusion-lr {cfg.fusion_lr:g} is not a learning rate; give a number > 0, e.g. 1e-5")
+    if cfg.fusion_lr is not None and not (math.isfinite(cfg.fusion_lr) and cfg.fusion_lr > 0):
+        raise UserError(f"--fusion-lr {cfg.fusion_lr:g} is not a learning rate; give a number > 0, e.g. 1e-3")
     console = console or Console()
     paths = DemoPaths(Path(cfg.out), platform=Path(cfg.data) if own else None)
     check_output_dir(paths.root, DEMO_OUTPUTS, label="demo", force=cfg.force)
@@ -191,9 +193,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
     timings: dict[str, float] = {}
     llm_rate = f"{cfg.llm_train} at {cfg.llm_lr:g}"
     if cfg.model.uses_late_fusion:
-        llm_rate += f", late fusion at {cfg.fusion_lr:g}"
+        llm_rate += f", late fusion at {cfg.fusion_lr if cfg.fusion_lr is not None else cfg.lr:g}"
         if cfg.fusion_pretrain_steps:
-            llm_rate += f" after {cfg.fusion_pretrain_steps} pre-alignment steps"
+            when = "after the last step" if cfg.fusion_pretrain_at == "end" else "before the first step"
+            llm_rate += f", W_v aligned in {cfg.fusion_pretrain_steps} steps {when}"
     console.print(
         Panel.fit(
             f"[bold]i2i demo[/] into {paths.root}\nmodel: {cfg.describe_model()}\n"
@@ -355,6 +358,7 @@ def demo_train_config(cfg: DemoConfig, paths: DemoPaths) -> TrainConfig:
         llm_lr=cfg.llm_lr,
         fusion_lr=cfg.fusion_lr,
         fusion_pretrain_steps=cfg.fusion_pretrain_steps,
+        fusion_pretrain_at=cfg.fusion_pretrain_at,
         fusion_calibrate=cfg.fusion_calibrate,
         max_steps=cfg.steps,
         pairs_per_step=cfg.pairs_per_step,

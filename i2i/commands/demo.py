@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import typer
 
 from i2i.commands._util import Force
-from train.presets import SHORT_BUDGET_FUSION_LR
 
 
 def command(
@@ -52,12 +51,12 @@ def command(
         typer.Option(help="How SmolLM2 trains: lora (adapters), full (every weight) or frozen."),
     ] = "lora",
     fusion_lr: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="Peak learning rate of the late fusion (W_v and the gate) after W_v is pre-aligned "
-            "on the pairs: slow, so that 80 noisy steps keep what the pre-alignment learned."
+            help="Peak learning rate of the late fusion (W_v and the gate) in the joint stage "
+            "(default: --lr, as the paper trains every module at one rate)."
         ),
-    ] = SHORT_BUDGET_FUSION_LR,
+    ] = None,
     samples: Annotated[int, typer.Option(help="Sample queries shown and put in the gallery.", min=1)] = 6,
     k: Annotated[int, typer.Option("-k", help="Related notes per sample query.", min=1)] = 8,
     tiny: Annotated[

@@ -158,15 +158,13 @@ def test_a_generated_platform_is_reused_only_for_the_same_arguments(
 
 
 def test_the_late_fusion_recipe_is_the_short_budget_preset(tmp_path: Path) -> None:
-    from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_LR
+    from train.presets import FUSION_PRETRAIN_STEPS
 
     out = ["--out", str(tmp_path / "q")]
     for mode in ("lora", "full"):
         args = quality.parse_args([*out, "--llm-train", mode])
-        assert (
-            args.fusion_lr == SHORT_BUDGET_FUSION_LR and args.fusion_pretrain_steps == FUSION_PRETRAIN_STEPS
-        )
-        assert args.fusion_calibrate
+        assert args.fusion_lr is None and args.fusion_pretrain_steps == FUSION_PRETRAIN_STEPS
+        assert args.fusion_pretrain_at == "end" and args.fusion_calibrate
     args = quality.parse_args(
         [*out, "--fusion-lr", "3e-4", "--fusion-pretrain-steps", "0", "--no-fusion-calibrate"]
     )

@@ -179,14 +179,13 @@ def test_demo_fusion_lr_reaches_the_demo_config(tmp_path: Path, monkeypatch) -> 
 
     import i2i.demo
     from i2i.cli import app
-    from train.presets import SHORT_BUDGET_FUSION_LR
 
     seen: list[DemoConfig] = []
     monkeypatch.setattr(i2i.demo, "run_demo", lambda cfg: seen.append(cfg))
     args = ["demo", "--out", str(tmp_path / "d"), "--tiny", "--llm-train", "full"]
     assert CliRunner().invoke(app, args).exit_code == 0
     assert CliRunner().invoke(app, [*args, "--fusion-lr", "3e-4"]).exit_code == 0
-    assert [c.fusion_lr for c in seen] == [SHORT_BUDGET_FUSION_LR, 3e-4]  # unset: the short-budget preset
+    assert [c.fusion_lr for c in seen] == [None, 3e-4]  # unset: --lr, the paper's one rate
 
 
 @pytest.mark.parametrize("value", ["0", "-1e-4", "nan"])

@@ -73,14 +73,15 @@ def test_the_demo_recipe_file_is_what_the_demo_trains(tmp_path: Path) -> None:
     }
 
 
-def test_the_short_budget_pre_aligns_trains_slowly_and_calibrates_the_late_fusion(tmp_path: Path) -> None:
+def test_the_short_budget_aligns_w_v_after_the_joint_stage_and_calibrates(tmp_path: Path) -> None:
     from i2i.demo import DemoPaths, demo_train_config
-    from train.presets import FUSION_PRETRAIN_STEPS, SHORT_BUDGET_FUSION_LR
+    from train.presets import FUSION_PRETRAIN_STEPS
 
     paths = DemoPaths(tmp_path)
     for mode in ("lora", "full"):
         cfg = demo_train_config(DemoConfig(llm_train=mode), paths)
-        assert cfg.fusion_lr == SHORT_BUDGET_FUSION_LR < cfg.lr / 10
-        assert cfg.fusion_pretrain_steps == FUSION_PRETRAIN_STEPS > 0 and cfg.fusion_calibrate
+        assert cfg.fusion_lr is None  # the joint stage: every new module at `lr`, as the paper
+        assert cfg.fusion_pretrain_steps == FUSION_PRETRAIN_STEPS > 0 and cfg.fusion_pretrain_at == "end"
+        assert cfg.fusion_calibrate
     assert demo_train_config(DemoConfig(fusion_lr=3e-4), paths).fusion_lr == 3e-4
     assert TrainConfig().fusion_pretrain_steps == 0 and not TrainConfig().fusion_calibrate  # the paper
