@@ -19,7 +19,8 @@ spirit; here only the part that reads the frozen feature directly can be aligned
 without the LLM.
 
 Then it scales `W_v` back so that the mean norm of `v` over the train notes is what it
-was at initialisation: the stage changes *what* the image share says, not how loud it is.
+was before the stage (at initialisation when it runs first): the stage changes *what* the
+image share says, not how loud it is.
 A loud image share during training, random (`fusion_init_gain`) or pre-aligned (set to
 vary as much as the LLM share), explains the train pairs that the LLM should learn the
 words from, and the text side is lost (`benchmarks/QUALITY.md`). How much the image share
@@ -63,7 +64,7 @@ class FusionPretrainResult:
     notes: int
     loss_first: float  # mean loss of the first 10% of steps
     loss_last: float  # mean loss of the last 10% of steps
-    v_norm_init: float  # mean ||v|| over the train notes at initialisation
+    v_norm_init: float  # mean ||v|| over the train notes before the stage (at init when run first)
     v_scale: float  # the factor W_v was scaled by after training, back to v_norm_init
     seconds: float
 
@@ -149,7 +150,7 @@ def pretrain_fusion_projection(
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    with torch.no_grad():  # the same loudness as at initialisation
+    with torch.no_grad():  # the same loudness as before the stage
         v_scale = float(norm_before / proj(cls).norm(dim=1).mean().clamp_min(1e-12))
         proj.weight.mul_(v_scale)
     tenth = max(1, steps // 10)

@@ -309,7 +309,7 @@ def _pretrain_fusion(
     before the first step DDP starts from rank 0's weights anyway)."""
     progress = Progress(console=console, disable=not env.is_main, transient=True)
     with progress:
-        task = progress.add_task("pre-align W_v", total=cfg.fusion_pretrain_steps)
+        task = progress.add_task("align W_v", total=cfg.fusion_pretrain_steps)
         result = pretrain_fusion_projection(
             model,
             train_split,

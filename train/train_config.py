@@ -96,9 +96,9 @@ class TrainConfig:
     # initialised modules (connector, late fusion, head, temperature) learn; the LLM's
     # weights (full or LoRA) get no update until step N. 0 = off (the paper: one stage).
     connector_warmup_steps: int = 0
-    # Before the first step, train the late fusion's image projection W_v alone on the
-    # train pairs, through the frozen encoder's cached features (no LLM: seconds), then
-    # restore its initial loudness (train.fusion_pretrain). 0 = off (the paper).
+    # Train the late fusion's image projection W_v alone on the train pairs, through the
+    # frozen encoder's cached features (no LLM: seconds), then restore its loudness
+    # (train.fusion_pretrain; when: `fusion_pretrain_at`). 0 = off (the paper).
     fusion_pretrain_steps: int = 0
     fusion_pretrain_pairs: int = 64  # pairs per pre-alignment step (in-batch negatives)
     # When W_v is aligned: "start" (before the first step; the joint stage then trains
