@@ -127,24 +127,51 @@ def exact_target_ranks(
     target_index: Sequence[int] | np.ndarray,
     chunk_size: int = 4096,
     device: str | torch.device | None = None,
+    exclude_index: Sequence[int] | np.ndarray | None = None,
 ) -> TiedRanks:
     """Each query's target among the pool, by dot product, with its ties (`TiedRanks`).
 
     query_emb: (Q, d); pool_emb: (P, d); target_index[i] is the row of query i's target
-    in pool_emb. Works in chunks of queries so memory stays at chunk_size x P.
+    in pool_emb. exclude_index[i], when given, is a row of pool_emb that query i does not
+    compete with (the query itself, when the pool is every note: `all_pair_ranks`).
+    Works in chunks of queries so memory stays at chunk_size x P.
     """
     q = torch.as_tensor(np.asarray(query_emb, dtype=np.float32), device=device)
     p = torch.as_tensor(np.asarray(pool_emb, dtype=np.float32), device=device)
     t = torch.as_tensor(np.asarray(target_index, dtype=np.int64), device=device)
+    ex = (
+        None
+        if exclude_index is None
+        else torch.as_tensor(np.asarray(exclude_index, dtype=np.int64), device=device)
+    )
     best = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
     ties = torch.empty(q.shape[0], dtype=torch.int64, device=q.device)
     for start in range(0, q.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
         scores = q[sl] @ p.T  # (chunk, P)
+        if ex is not None:
+            scores.scatter_(1, ex[sl, None], float("-inf"))
         target_scores = scores.gather(1, t[sl, None])  # (chunk, 1)
         best[sl] = 1 + (scores > target_scores).sum(dim=1)
         ties[sl] = (scores == target_scores).sum(dim=1) - 1
     return TiedRanks(best.cpu().numpy(), ties.cpu().numpy())
+
+
+def all_pair_ranks(
+    emb: np.ndarray | torch.Tensor,
+    query_rows: Sequence[int] | np.ndarray,
+    target_rows: Sequence[int] | np.ndarray,
+    device: str | torch.device | None = None,
+) -> TiedRanks:
+    """Every pair's target among every other note: `emb` (N, d) holds all the notes of a
+    split, and pair i ranks row target_rows[i] against the N - 1 rows that are not
+    query_rows[i]. Unlike the protocol's greedy pairs, every pair counts, so a query with
+    several targets is scored on each (a denser, not an independent, sample: for choosing
+    a setting on val, not for reporting)."""
+    e = np.asarray(emb, dtype=np.float32) if not isinstance(emb, torch.Tensor) else emb
+    return exact_target_ranks(
+        e[np.asarray(query_rows)], e, target_rows, device=device, exclude_index=query_rows
+    )
 
 
 @torch.no_grad()

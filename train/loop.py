@@ -375,7 +375,7 @@ def _calibrate_fusion(run: _Run, step: int) -> None:
         run.val,
         run.images,
         run.env,
-        metric=calibration_metric(cfg.best_metric, cfg.val_ks, len(run.val.pool_rows)),
+        metric=calibration_metric(cfg.best_metric, cfg.val_ks, len(run.val.notes) - 1),
         ks=cfg.val_ks,
         batch_size=cfg.val_batch_size,
         num_workers=cfg.num_workers,
@@ -385,7 +385,8 @@ def _calibrate_fusion(run: _Run, step: int) -> None:
         files.log_record(run.run_dir, {"step": step, "split": "fusion_calibration", **result.to_dict()})
     best, before = result.scores[result.gain], result.scores[result.previous]
     run.say(
-        f"late fusion calibrated on val: image share weight {result.previous:g} -> {result.gain:g} "
+        f"late fusion calibrated on val ({result.pairs} pairs): "
+        f"image share weight {result.previous:g} -> {result.gain:g} "
         f"({result.metric} {before:.4f} -> {best:.4f})"
     )
 

@@ -106,7 +106,7 @@ class TrainConfig:
     # through the trained head, before the calibration; the joint stage runs the paper's
     # equation with W_v as initialised). See train.fusion_pretrain.
     fusion_pretrain_at: str = "start"
-    # After the last step, choose the weight of late fusion's image share on the val split
+    # After the last step, choose the weight of late fusion's image share on every val pair
     # (train.fusion_calibration); the checkpoint keeps it. False: the paper's equation.
     fusion_calibrate: bool = False
     min_lr_ratio: float = 0.1  # cosine floor as a share of lr

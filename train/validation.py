@@ -47,6 +47,9 @@ class ValSet:
     target_rows: np.ndarray  # (Q,) their targets
     pool_rows: np.ndarray  # (P,) every split note that is not a query
     target_in_pool: np.ndarray  # (Q,) position of each target within pool_rows
+    # Every distinct pair of the split, not only the greedy ones (A, 2): (query row, target
+    # row). The late-fusion calibration scores these (train.fusion_calibration).
+    all_pairs: np.ndarray
 
 
 def build_val_set(split: PairSplit, max_queries: int | None = None) -> ValSet:
@@ -64,12 +67,14 @@ def build_val_set(split: PairSplit, max_queries: int | None = None) -> ValSet:
         queries, targets = queries[:max_queries], targets[:max_queries]
     pool = metrics.candidate_pool(ids, queries)
     pos_in_pool = {nid: p for p, nid in enumerate(pool)}
+    all_pairs = sorted({(row_of[q], row_of[t]) for q, t in zip(q_ids, t_ids, strict=True) if q != t})
     return ValSet(
         notes=notes,
         query_rows=np.array([row_of[q] for q in queries], dtype=np.int64),
         target_rows=np.array([row_of[t] for t in targets], dtype=np.int64),
         pool_rows=np.array([row_of[p] for p in pool], dtype=np.int64),
         target_in_pool=np.array([pos_in_pool[t] for t in targets], dtype=np.int64),
+        all_pairs=np.array(all_pairs, dtype=np.int64).reshape(-1, 2),
     )
 
 

@@ -3,6 +3,7 @@ import pytest
 
 from core.metrics import (
     TiedRanks,
+    all_pair_ranks,
     candidate_pool,
     exact_target_ranks,
     exact_top_k,
@@ -43,6 +44,20 @@ def test_ranks_by_hand() -> None:
     scores, idx = exact_top_k(queries, pool, k=2)
     assert idx.tolist() == [[3, 0], [1, 2]]
     assert scores[0].tolist() == pytest.approx([1.0, 0.9])
+
+
+def test_every_pair_ranks_its_target_among_the_other_notes_by_hand() -> None:
+    """Four notes; the query itself never competes (it would always rank first)."""
+    emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.5, 0.5], [0.0, 1.0]])
+    # pair (0 -> 2): note 0 scores 1.0 .9 .5 0; without itself, only note 1 beats .5 -> rank 2
+    # pair (0 -> 1): none of notes 2, 3 beats .9 -> rank 1
+    # pair (3 -> 2): scores 0 .1 .5 1.0; without note 3 itself, nothing beats .5 -> rank 1
+    ranks = all_pair_ranks(emb, [0, 0, 3], [2, 1, 2])
+    assert ranks.best.tolist() == [2, 1, 1] and ranks.ties.tolist() == [0, 0, 0]
+    # A target tied with one other note (not the query): best rank 1, one tie.
+    tied = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    r = all_pair_ranks(tied, [0], [1])
+    assert (r.best.tolist(), r.ties.tolist()) == ([1], [1])
 
 
 def test_metric_values_by_hand() -> None:

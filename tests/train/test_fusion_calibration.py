@@ -19,6 +19,7 @@ from train.fusion_calibration import GAINS, calibrate_image_gain, calibration_me
 from train.loop import train
 from train.model import build_model
 from train.model_config import ModelConfig
+from train.run_data import load_splits
 from train.testing import clustered_image_split, tiny_model_config
 from train.validation import build_val_set
 
@@ -63,7 +64,9 @@ def test_calibration_picks_the_gain_that_ranks_val_best() -> None:
     model = build_model(tiny_model_config(variant="notellm2", fusion_residual=True))
     split, cache, _ = clustered_image_split(groups=6, per_group=12, seed=1, signal=2.0)
     val = build_val_set(split)
-    result = calibrate_image_gain(model, val, cache, CPU, metric="mrr", ks=(5,), batch_size=16, num_workers=0)
+    result = calibrate_image_gain(
+        model, val, cache, CPU, metric="recall@10", ks=(10,), batch_size=16, num_workers=0
+    )
     assert set(GAINS) <= set(result.scores)
     assert result.previous == 1.0 and result.gain == max(result.scores, key=result.scores.__getitem__)
     assert result.gain > 1.0 and result.scores[result.gain] > result.scores[1.0] + 0.02, result.scores
@@ -74,8 +77,10 @@ def test_calibration_picks_the_gain_that_ranks_val_best() -> None:
         emb = model(batch_of(model, cache, val.notes)).multimodal
     from core import metrics
 
-    ranks = metrics.exact_target_ranks(emb[val.query_rows], emb[val.pool_rows], val.target_in_pool)
-    assert metrics.rank_metrics(ranks, len(val.pool_rows), ks=(5,))["mrr"] == pytest.approx(
+    pairs = val.all_pairs
+    assert result.pairs == len(pairs) > len(val.query_rows)  # every val pair, not only the greedy ones
+    ranks = metrics.all_pair_ranks(emb, pairs[:, 0], pairs[:, 1])
+    assert metrics.rank_metrics(ranks, len(val.notes) - 1, ks=(10,))["recall@10"] == pytest.approx(
         result.scores[result.gain], abs=1e-6
     )
 
@@ -112,7 +117,11 @@ def test_the_loop_calibrates_before_the_final_checkpoint(make_config, tmp_path) 
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     record = next(r for r in lines if r["split"] == "fusion_calibration")
     assert record["step"] == 2 and record["previous_gain"] == 1.0 and record["gain"] in GAINS
-    assert "late fusion calibrated on val: image share weight 1 ->" in console.file.getvalue()
+    assert record["pairs"] == len(build_val_set(load_splits(cfg)[1]).all_pairs) > 0
+    assert (
+        f"late fusion calibrated on val ({record['pairs']} pairs): image share weight 1 ->"
+        in console.file.getvalue()
+    )
     final_val = [r for r in lines if r["split"] == "val"][-1]
     assert final_val["step"] == 2
     # The checkpoint carries the chosen weight; the caller's config is left at 1.

@@ -47,6 +47,9 @@ def test_validation_and_eval_pick_the_same_pairs_and_pool(synth_platform: Path, 
             )
             assert got[:2] == ([ids[0], ids[1]], [ids[2], ids[4]])
             assert got[2] == sorted(set(split_notes) - {ids[0], ids[1]})
+            # The calibration's sample: every pair, the greedy ones and the two they skip.
+            all_pairs = {(val.notes[q]["note_id"], val.notes[t]["note_id"]) for q, t in val.all_pairs}
+            assert all_pairs == {(q, t) for q, t, _ in rows} and len(val.all_pairs) == 4
 
 
 def test_load_splits_reads_the_val_notes_of_a_mined_directory(
