@@ -38,6 +38,12 @@ LossFn = Callable[
 ]
 
 
+# Cap on `ValSet.all_pairs`: each pair ranks its target against every val note, so a large
+# platform's val split (a million pairs over 100k notes: 1e11 scores per weight) would
+# cost hours on a CPU; the cap bounds it to 20,000 scores per val note and weight.
+MAX_ALL_PAIRS = 20_000
+
+
 @dataclass(frozen=True)
 class ValSet:
     """The val split laid out for the protocol; rows index `notes` (the embedding order)."""
@@ -48,7 +54,8 @@ class ValSet:
     pool_rows: np.ndarray  # (P,) every split note that is not a query
     target_in_pool: np.ndarray  # (Q,) position of each target within pool_rows
     # Every distinct pair of the split, not only the greedy ones (A, 2): (query row, target
-    # row). The late-fusion calibration scores these (train.fusion_calibration).
+    # row), at most MAX_ALL_PAIRS of them. The late-fusion calibration scores these
+    # (train.fusion_calibration).
     all_pairs: np.ndarray
 
 
@@ -68,6 +75,9 @@ def build_val_set(split: PairSplit, max_queries: int | None = None) -> ValSet:
     pool = metrics.candidate_pool(ids, queries)
     pos_in_pool = {nid: p for p, nid in enumerate(pool)}
     all_pairs = sorted({(row_of[q], row_of[t]) for q, t in zip(q_ids, t_ids, strict=True) if q != t})
+    if len(all_pairs) > MAX_ALL_PAIRS:  # a fixed draw: the same on every rank and every run
+        keep = np.random.default_rng(0).choice(len(all_pairs), MAX_ALL_PAIRS, replace=False)
+        all_pairs = [all_pairs[i] for i in sorted(keep)]
     return ValSet(
         notes=notes,
         query_rows=np.array([row_of[q] for q in queries], dtype=np.int64),

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pytest
 
 from core.contracts import read_notes, read_split_notes
 from retriever.evaluate import build_eval_set
+from train import validation
 from train.data import load_pairs
+from train.testing import clustered_image_split
 from train.validation import build_val_set
 
 
@@ -62,3 +66,14 @@ def test_load_splits_reads_the_val_notes_of_a_mined_directory(
     val = build_val_set(split)
     assert {n["note_id"] for n in val.notes} == set(val_notes) & set(notes["note_id"])
     assert read_split_notes(tmp := synth_pairs / "nowhere", "val") is None and not tmp.exists()
+
+
+def test_the_calibration_sample_is_capped_by_a_fixed_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    split, _, _ = clustered_image_split(groups=2, per_group=6)  # 2 x 6 x 5 = 60 pairs
+    everything = build_val_set(split).all_pairs
+    assert len(everything) == 60
+    monkeypatch.setattr(validation, "MAX_ALL_PAIRS", 25)
+    capped = build_val_set(split).all_pairs
+    assert len(capped) == 25 and np.array_equal(capped, build_val_set(split).all_pairs)
+    assert {tuple(p) for p in capped} <= {tuple(p) for p in everything}
+    assert len({tuple(p) for p in capped}) == 25
