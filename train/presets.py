@@ -129,7 +129,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 #    Aligned *before* the first step instead, the image share is a shortcut from step 1
 #    and the LLM learns few words (its share ranked the text pairs at 0.130 against
 #    text-only's 0.402 on one draw).
-# 3. Choose the image share's weight on the val split (train.fusion_calibration).
+# 3. Choose the image share's weight on every val pair (train.fusion_calibration; the
+#    protocol's 143-169 greedy val queries picked it from noise: QUALITY.md, "Choosing the
+#    image weight on every val pair").
 FUSION_PRETRAIN_STEPS = 1500
 SHORT_BUDGET_FUSION_PRETRAIN_AT = "end"
 
