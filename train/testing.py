@@ -37,6 +37,19 @@ __all__ = [
 ]
 
 
+# Short prompt templates and limits for tiny-model training runs: the tiny model's
+# tokenizer is byte-level, so the default templates alone are ~150 tokens; these keep each
+# CPU step well under a second (the training tests, tests/benchmarks).
+SHORT_PROMPTS: dict[str, Any] = {
+    "prompt_text": '{title} {tags} {content}"',
+    "prompt_basic": '<IMG> {title} {tags} {content}"',
+    "prompt_micl": '<IMG>"<IMG_EMB>" {title} {tags} {content}"',
+    "title_max": 24,
+    "content_max": 48,
+    "max_tags": 3,
+}
+
+
 def tiny_model_config(variant: str = "notellm2", connector: str = "qformer", **overrides: Any) -> ModelConfig:
     """The `tiny` preset (`train.presets`): a tiny random model that builds in well under a second."""
     return preset("tiny", variant=variant, connector=connector, **overrides)

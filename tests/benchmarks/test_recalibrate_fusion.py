@@ -22,17 +22,8 @@ import recalibrate_fusion as rf  # noqa: E402  (the script, from benchmarks/)
 from train.checkpoint import WEIGHTS  # noqa: E402
 from train.loop import train  # noqa: E402
 from train.model_config import ModelConfig  # noqa: E402
-from train.testing import tiny_model_config  # noqa: E402
+from train.testing import SHORT_PROMPTS, tiny_model_config  # noqa: E402
 from train.train_config import TrainConfig  # noqa: E402
-
-PROMPTS = {
-    "prompt_text": '{title} {tags} {content}"',
-    "prompt_basic": '<IMG> {title} {tags} {content}"',
-    "prompt_micl": '<IMG>"<IMG_EMB>" {title} {tags} {content}"',
-    "title_max": 24,
-    "content_max": 48,
-    "max_tags": 3,
-}
 
 
 def finished_run(synth_platform: Path, synth_pairs: Path, out: Path, variant: str) -> Path:
@@ -45,7 +36,7 @@ def finished_run(synth_platform: Path, synth_pairs: Path, out: Path, variant: st
             images=str(synth_platform),
             pairs=str(synth_pairs),
             out=str(out),
-            model=tiny_model_config(variant=variant, **PROMPTS),
+            model=tiny_model_config(variant=variant, **SHORT_PROMPTS),
             lr=1e-3,
             pairs_per_step=8,
             max_steps=2,

@@ -13,17 +13,8 @@ from typing import Any
 import pytest
 import torch
 
-from train.testing import tiny_model_config
+from train.testing import SHORT_PROMPTS, tiny_model_config
 from train.train_config import TrainConfig
-
-SHORT_PROMPTS = {
-    "prompt_text": '{title} {tags} {content}"',
-    "prompt_basic": '<IMG> {title} {tags} {content}"',
-    "prompt_micl": '<IMG>"<IMG_EMB>" {title} {tags} {content}"',
-    "title_max": 24,
-    "content_max": 48,
-    "max_tags": 3,
-}
 
 MakeConfig = Callable[..., TrainConfig]
 
