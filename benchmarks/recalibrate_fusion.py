@@ -32,14 +32,12 @@ from core.errors import UserError
 from core.io import atomic_path
 from train.checkpoint import load_checkpoint, load_extra, save_checkpoint
 from train.data import NoteImageLoader
-from train.distributed import DistEnv
+from train.distributed import init_distributed
 from train.fusion_calibration import calibrate_image_gain, calibration_metric
 from train.run_data import image_root, load_splits
 from train.run_dir import CONFIG, SUMMARY
 from train.train_config import TrainConfig, read_config_file
 from train.validation import build_val_set
-
-CPU = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), owns_group=False)
 
 
 def recalibrate(run: Path, out: Path) -> dict[str, Any]:
@@ -66,8 +64,8 @@ def recalibrate(run: Path, out: Path) -> dict[str, Any]:
         model,
         val,
         images,
-        CPU,
-        metric=calibration_metric(cfg.best_metric, cfg.val_ks, len(val.notes) - 1),
+        init_distributed("cpu"),  # one process: this script is not run under torchrun
+        metric=calibration_metric(cfg.best_metric, cfg.val_ks, val.all_pairs_pool),
         ks=cfg.val_ks,
         batch_size=cfg.val_batch_size,
         num_workers=0,

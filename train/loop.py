@@ -375,7 +375,7 @@ def _calibrate_fusion(run: _Run, step: int) -> None:
         run.val,
         run.images,
         run.env,
-        metric=calibration_metric(cfg.best_metric, cfg.val_ks, len(run.val.notes) - 1),
+        metric=calibration_metric(cfg.best_metric, cfg.val_ks, run.val.all_pairs_pool),
         ks=cfg.val_ks,
         batch_size=cfg.val_batch_size,
         num_workers=cfg.num_workers,

@@ -58,6 +58,11 @@ class ValSet:
     # (train.fusion_calibration).
     all_pairs: np.ndarray
 
+    @property
+    def all_pairs_pool(self) -> int:
+        """How many notes each of `all_pairs`' targets competes with: every val note but the query."""
+        return len(self.notes) - 1
+
 
 def build_val_set(split: PairSplit, max_queries: int | None = None) -> ValSet:
     """Greedy unique pairs in the protocol's order (query id, rank, target id), as `i2i
