@@ -268,13 +268,15 @@ def _train(
 
             if done % cfg.val_every == 0 or done == total_steps:
                 val_start = time.perf_counter()
+                finished = False  # the finishing steps ran: this is the model to serve
                 if done == total_steps and align_fusion and cfg.fusion_pretrain_at == "end":
                     _pretrain_fusion(cfg, env, run_dir, model, train_split, images, console, step=done)
+                    finished = True
                 if done == total_steps and cfg.fusion_calibrate and model.fusion is not None:
-                    _calibrate_fusion(run, done)
+                    finished = _calibrate_fusion(run, done) or finished
                 last_val = _validate(run, done)
                 counts = _total_counts(counts_at_start, local_counts, env)
-                state = _save(run, state, done, last_val, counts)
+                state = _save(run, state, done, last_val, counts, finished=finished)
                 window.t0 += time.perf_counter() - val_start  # throughput counts training time only
             if on_step is not None:
                 on_step(done, record)
@@ -363,12 +365,12 @@ def _validate(run: _Run, step: int) -> dict[str, float]:
     return record
 
 
-def _calibrate_fusion(run: _Run, step: int) -> None:
+def _calibrate_fusion(run: _Run, step: int) -> bool:
     """The image share's weight chosen on the val split (train.fusion_calibration), before
-    the final validation and checkpoint, which then carry it."""
+    the final validation and checkpoint, which then carry it. False when skipped (no val)."""
     if run.val is None:
         run.say("fusion calibration skipped: no val split to choose the image share's weight on")
-        return
+        return False
     cfg = run.cfg
     result = calibrate_image_gain(
         run.model,
@@ -389,16 +391,34 @@ def _calibrate_fusion(run: _Run, step: int) -> None:
         f"image share weight {result.previous:g} -> {result.gain:g} "
         f"({result.metric} {before:.4f} -> {best:.4f})"
     )
+    return True
 
 
 def _save(
-    run: _Run, state: TrainerState, step: int, record: dict[str, float], counts: dict[str, int]
+    run: _Run,
+    state: TrainerState,
+    step: int,
+    record: dict[str, float],
+    counts: dict[str, int],
+    finished: bool = False,
 ) -> TrainerState:
-    """The state after `step` (best/ moves when `record` improves on it), saved to last/ (+ best/)."""
+    """The state after `step` (best/ moves when `record` improves on it), saved to last/ (+ best/).
+
+    `finished`: the finishing steps ran on this model (late fusion's W_v aligned after the
+    joint stage, its image weight calibrated), so it becomes best/ whatever an earlier
+    validation read: an earlier checkpoint never had them (W_v as initialised, g = 1), so
+    its val score ranks a model nobody serves, and on a tie best/ used to keep it (a synth
+    run of 480 steps kept step 420's unfinished weights; benchmarks/QUALITY.md)."""
     if broken := counts["images_broken"]:
         run.say(f"images missing or unreadable so far (a blank image was used): {broken}")
     metric = run.cfg.best_metric
-    improved = run.val is not None and metric is not None and is_better(record, state.best, metric)
+    better = run.val is not None and metric is not None and is_better(record, state.best, metric)
+    improved = run.val is not None and metric is not None and (finished or better)
+    if improved and not better and state.best is not None:
+        run.say(
+            f"best/ is the finished model of step {step}: the checkpoint of step {state.best['step']} "
+            f"read higher on val ({metric}) but never had the finishing steps (W_v aligned, g calibrated)"
+        )
     best = {"step": step, "metric": metric, "metrics": record} if improved else state.best
     state = dataclasses.replace(state, step=step, counts=counts, best=best)
     save_trainer_checkpoint(

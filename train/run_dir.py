@@ -3,7 +3,8 @@
     config.json      the resolved TrainConfig (model config included)
     metrics.jsonl    one JSON object per train log / validation, keyed by `step`
     last/            latest checkpoint + trainer state (train.checkpoint)
-    best/            checkpoint with the best `cfg.best_metric` on val
+    best/            checkpoint with the best `cfg.best_metric` on val (the final one when
+                     finishing steps ran: W_v aligned at the end, g calibrated; train.loop)
     summary.json     counts, final and best validation metrics (`TrainResult`)
     .lock            held by the training process (`locked`): one run per directory
 

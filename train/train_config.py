@@ -135,7 +135,8 @@ class TrainConfig:
     val_max_queries: int | None = None  # cap on val queries (None = all greedy-unique val pairs)
     val_batch_size: int = 64  # notes per forward when embedding the val split
     # Picks best/: recall@K, mrr, ndcg@10 (higher is better) or val_loss (lower is better);
-    # None = recall at the smallest of val_ks (recall@10 with the defaults).
+    # None = recall at the smallest of val_ks (recall@10 with the defaults). A run with
+    # finishing steps (fusion_pretrain_at "end", fusion_calibrate) makes its final model best/.
     best_metric: str | None = None
     log_every: int = 10  # a metrics.jsonl train line every N steps
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from rich.console import Console
 
 from core.errors import UserError
-from train.checkpoint import load_checkpoint
+from train.checkpoint import load_checkpoint, load_extra
 from train.distributed import DistEnv
 from train.fusion_calibration import GAINS, calibrate_image_gain, calibration_metric
 from train.loop import train
@@ -137,3 +137,45 @@ def test_the_loop_does_not_calibrate_unasked_or_without_late_fusion(make_config,
         train(cfg, console=Console(file=io.StringIO()))
         splits = {json.loads(line)["split"] for line in (tmp_path / name / "metrics.jsonl").open()}
         assert "fusion_calibration" not in splits
+
+
+def test_the_finished_model_is_best_even_when_an_earlier_step_read_higher(
+    make_config, tmp_path, monkeypatch
+) -> None:
+    """An earlier checkpoint never had the finishing steps: a val score it wins (here every
+    later comparison is lost, as on a tie) must not keep it as best/."""
+    import train.loop as loop
+
+    real = loop.is_better
+    monkeypatch.setattr(
+        loop, "is_better", lambda record, best, metric: best is None and real(record, best, metric)
+    )
+    cfg = make_config(
+        variant="notellm2", out=str(tmp_path / "run"), max_steps=3, val_every=1, fusion_calibrate=True
+    )
+    console = Console(file=io.StringIO(), width=200)
+    result = train(cfg, console=console)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    gain = next(r for r in lines if r["split"] == "fusion_calibration")["gain"]
+    best = tmp_path / "run" / "best"
+    assert (
+        load_extra(best)["step"] == 3
+        and ModelConfig.from_json(best / "config.json").fusion_image_gain == gain
+    )
+    assert result.best_checkpoint == best and result.best == result.metrics
+    assert (
+        "best/ is the finished model of step 3: the checkpoint of step 1 read higher"
+        in console.file.getvalue()
+    )
+
+
+def test_without_finishing_steps_an_earlier_best_stays(make_config, tmp_path, monkeypatch) -> None:
+    import train.loop as loop
+
+    real = loop.is_better
+    monkeypatch.setattr(
+        loop, "is_better", lambda record, best, metric: best is None and real(record, best, metric)
+    )
+    cfg = make_config(variant="notellm2", out=str(tmp_path / "run"), max_steps=3, val_every=1)
+    train(cfg, console=Console(file=io.StringIO()))
+    assert load_extra(tmp_path / "run" / "best")["step"] == 1
