@@ -280,6 +280,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             p.error(f"--run {item!r}: expected NAME=PATH, e.g. notellm2=bench_out/q/runs/notellm2")
+        if not Path(path).exists():  # before minutes of work on the others
+            p.error(f"--run {item!r}: {path} not found; pass a notellm2 run or checkpoint directory")
         runs[name] = Path(path)
     console = wide_console()
     try:

@@ -156,3 +156,20 @@ def test_a_directory_that_is_not_a_quality_run_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "is not a quality run" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_a_missing_run_exits_2_before_any_work(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "relation_tradeoff.py"),
+            str(tmp_path),
+            "--run",
+            f"final=run=4={tmp_path / 'nope'}",  # a name with '=' splits at the first one
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "not found; pass a notellm2 run" in proc.stderr and "Traceback" not in proc.stderr
