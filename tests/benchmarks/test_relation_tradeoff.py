@@ -129,47 +129,27 @@ def test_markdown_marks_text_pairs_above_chance_and_the_plot_is_a_png(tmp_path: 
     assert (tmp_path / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """The script in a real process, as a user runs it."""
+    script = str(ROOT / "benchmarks" / "relation_tradeoff.py")
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=ROOT)
+
+
 def test_a_bad_run_argument_exits_2_without_a_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "relation_tradeoff.py"), str(tmp_path), "--run", "nopath"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    proc = run_script(str(tmp_path), "--run", "nopath")
     assert proc.returncode == 2, proc.stderr
     assert "expected NAME=PATH" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_directory_that_is_not_a_quality_run_exits_2(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "relation_tradeoff.py"),
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    proc = run_script(str(tmp_path), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2, proc.stderr
     assert "is not a quality run" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()  # nothing written
 
 
 def test_a_missing_run_exits_2_before_any_work(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "relation_tradeoff.py"),
-            str(tmp_path),
-            "--run",
-            f"final=run=4={tmp_path / 'nope'}",  # a name with '=' splits at the first one
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    # A name with '=' splits at the first one, so the path is "run=4=.../nope".
+    proc = run_script(str(tmp_path), "--run", f"final=run=4={tmp_path / 'nope'}")
     assert proc.returncode == 2, proc.stderr
     assert "not found; pass a notellm2 run" in proc.stderr and "Traceback" not in proc.stderr
