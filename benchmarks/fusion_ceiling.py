@@ -70,11 +70,17 @@ CACHE = "fusion_ceiling.json"
 TEXT_ALONE = "text model alone (w = 0)"
 
 
-def standardised(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """(Q, P) dot products, each query's row standardised over the pool (mean 0, std 1)."""
-    scores = queries.astype(np.float64) @ pool.astype(np.float64).T
+def standardised_rows(scores: np.ndarray) -> np.ndarray:
+    """Each query's row of (Q, P) scores standardised over the pool (mean 0, std 1); a
+    constant row becomes zeros."""
+    scores = scores.astype(np.float64)
     std = scores.std(axis=1, keepdims=True)
     return (scores - scores.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
+
+
+def standardised(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """(Q, P) dot products, each query's row standardised over the pool (mean 0, std 1)."""
+    return standardised_rows(queries.astype(np.float64) @ pool.astype(np.float64).T)
 
 
 def mixed(text: np.ndarray, image: np.ndarray, w: float) -> np.ndarray:

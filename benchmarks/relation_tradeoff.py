@@ -44,7 +44,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from quality_data import quality_eval_set, quality_source  # sibling module (benchmarks/ on sys.path)
+from fusion_ceiling import (
+    WEIGHTS,
+    mixed,
+    standardised,
+    standardised_rows,
+)  # sibling modules (benchmarks/ on sys.path)
+from quality_data import quality_eval_set, quality_source
 
 from core.bootstrap import Bootstrap, intervals
 from core.errors import UserError
@@ -54,17 +60,9 @@ from retriever.evaluate import EvalSet, evaluate_scores
 from retriever.report import markdown_table, save_png, wide_console, with_interval
 
 K = 10
-WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
 NOISE = (0.5, 1.0, 2.0, 4.0)  # BM25 + noise: standard deviations, in units of BM25's per-query spread
 SLICES = ("relation=text", "relation=image")
 METRIC = f"recall@{K}"
-
-
-def standardised(scores: np.ndarray) -> np.ndarray:
-    """Each query's row of (Q, P) scores standardised over the pool (mean 0, std 1)."""
-    scores = scores.astype(np.float64)
-    std = scores.std(axis=1, keepdims=True)
-    return (scores - scores.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
 
 
 def topic_scores(es: EvalSet, truth: pl.DataFrame) -> np.ndarray:
@@ -83,7 +81,7 @@ def per_query_recall(scores: np.ndarray, es: EvalSet, name: str) -> np.ndarray:
 
 def mixed_curve(text: np.ndarray, image: np.ndarray, es: EvalSet, name: str) -> dict[float, np.ndarray]:
     """Per-query Recall@K of `(1 - w) * text + w * image` at every w of WEIGHTS (both standardised)."""
-    return {w: per_query_recall((1.0 - w) * text + w * image, es, f"{name}@{w}") for w in WEIGHTS}
+    return {w: per_query_recall(mixed(text, image, w), es, f"{name}@{w}") for w in WEIGHTS}
 
 
 def run_curve(run: Path, es: EvalSet, images: Path) -> dict[float, np.ndarray]:
@@ -92,25 +90,16 @@ def run_curve(run: Path, es: EvalSet, images: Path) -> dict[float, np.ndarray]:
     from train.data import NoteImageLoader
     from train.distributed import init_distributed
     from train.embed import load_embedder
-    from train.fusion_calibration import GAINS
-    from train.validation import embed_notes
+    from train.fusion_calibration import GAINS, fusion_shares
 
     model = load_embedder(run, device="cpu").model
     if model.fusion is None:
         raise UserError(f"{run} has no late fusion (variant {model.config.variant!r}); pass a notellm2 run")
-    own = float(model.config.fusion_image_gain)
-    model.eval()
-    model.fusion.image_gain = 1.0  # the shares at g = 1; any g is then a sum
     loader = NoteImageLoader(images, model.vision.transform if model.vision is not None else None)
-    env = init_distributed("cpu")
-
-    def shares(notes: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            llm, image = embed_notes(notes, model.fusion_parts, loader, model.collator, env, 32, 0)
-        assert image is not None
-        return llm, image
-
-    (q_llm, q_img), (p_llm, p_img) = shares(es.queries), shares(es.pool)
+    env = init_distributed("cpu")  # one process: this script is not run under torchrun
+    q_llm, q_img = fusion_shares(model, es.queries, loader, env, batch_size=32, num_workers=0)
+    p_llm, p_img = fusion_shares(model, es.pool, loader, env, batch_size=32, num_workers=0)
+    own = float(model.config.fusion_image_gain)
     curve = {}
     for g in sorted({*GAINS, own}):
         q = torch.nn.functional.normalize(q_llm + g * q_img, dim=-1)
@@ -150,17 +139,16 @@ def measure(out: Path, runs: dict[str, Path], boot: Bootstrap, seed: int, consol
         raise UserError(f"{out}: needs a corpus with truth.parquet (synth or emoji) for the relation slices")
     t0 = time.perf_counter()
     everything = list(range(len(es.queries)))
-    bm25 = standardised(bm25_scorer(es)(everything))
+    bm25 = standardised_rows(bm25_scorer(es)(everything))
     encoder = image_only_embedder(None)
     image = standardised(
-        encoder.embed(es.queries, image_root=source.images)
-        @ encoder.embed(es.pool, image_root=source.images).T
+        encoder.embed(es.queries, image_root=source.images), encoder.embed(es.pool, image_root=source.images)
     )
-    topic = standardised(topic_scores(es, pl.read_parquet(source.truth)))
+    topic = standardised_rows(topic_scores(es, pl.read_parquet(source.truth)))
     rng = np.random.default_rng(seed)
     texts = {"truth topic": topic, "BM25": bm25}
     for sd in NOISE:
-        texts[f"BM25 + noise {sd:g}"] = standardised(bm25 + sd * rng.standard_normal(bm25.shape))
+        texts[f"BM25 + noise {sd:g}"] = standardised_rows(bm25 + sd * rng.standard_normal(bm25.shape))
     signals: dict[str, Any] = {}
     for name, text in texts.items():
         signals[name] = summarise(mixed_curve(text, image, es, name), es, boot, "w")

@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from core import metrics
+from core.contracts import Note
 from train.data import ImageLoader
 from train.distributed import DistEnv
 from train.model import NoteLLM2
@@ -80,6 +82,41 @@ def calibration_metric(best_metric: str | None, ks: tuple[int, ...], pool: int) 
 
 
 @torch.no_grad()
+def fusion_shares(
+    model: NoteLLM2,
+    notes: Sequence[Note],
+    images: ImageLoader,
+    env: DistEnv,
+    *,
+    batch_size: int,
+    num_workers: int,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LLM share, image share) of late fusion after the head for `notes`, (N, dim) each, at
+    g = 1, so the embedding at any g is `normalize(llm + g * image)`. The model's g and
+    train/eval mode are left as they were. Every rank returns all rows, like `validate`."""
+    if model.fusion is None:
+        raise ValueError(f"variant {model.config.variant!r} has no late fusion")
+    context = autocast if autocast is not None else contextlib.nullcontext()
+
+    def parts(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        with context:
+            return model.fusion_parts(batch)  # (B, dim) each
+
+    was_training, gain = model.training, model.fusion.image_gain
+    model.eval()
+    model.fusion.image_gain = 1.0
+    try:
+        # `embed_notes` carries (multimodal, visual) pairs: here (LLM share, image share).
+        llm_part, image_part = embed_notes(notes, parts, images, model.collator, env, batch_size, num_workers)
+    finally:
+        model.fusion.image_gain = gain
+        model.train(was_training)
+    assert image_part is not None
+    return llm_part, image_part
+
+
+@torch.no_grad()
 def calibrate_image_gain(
     model: NoteLLM2,
     val: ValSet,
@@ -97,24 +134,9 @@ def calibrate_image_gain(
     if model.fusion is None:
         raise ValueError(f"variant {model.config.variant!r} has no late fusion to calibrate")
     previous = float(model.config.fusion_image_gain)
-    context = autocast if autocast is not None else contextlib.nullcontext()
-
-    def parts(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        with context:
-            return model.fusion_parts(batch)  # (B, dim) each
-
-    was_training = model.training
-    model.eval()
-    model.fusion.image_gain = 1.0  # the shares at g = 1; any g is then a sum
-    try:
-        # `embed_notes` carries (multimodal, visual) pairs: here (LLM share, image share).
-        llm_part, image_part = embed_notes(
-            val.notes, parts, images, model.collator, env, batch_size, num_workers
-        )
-    finally:
-        model.fusion.image_gain = previous
-        model.train(was_training)
-    assert image_part is not None
+    llm_part, image_part = fusion_shares(
+        model, val.notes, images, env, batch_size=batch_size, num_workers=num_workers, autocast=autocast
+    )
     gains = sorted({*GAINS, previous})  # the current g is always a candidate
     scores = {g: _score(llm_part, image_part, g, val.all_pairs, metric, ks) for g in gains}
     by_closeness = sorted(gains, key=lambda g: abs(_log(g) - _log(previous)))

@@ -412,8 +412,10 @@ def _save(
     if broken := counts["images_broken"]:
         run.say(f"images missing or unreadable so far (a blank image was used): {broken}")
     metric = run.cfg.best_metric
-    better = run.val is not None and metric is not None and is_better(record, state.best, metric)
-    improved = run.val is not None and metric is not None and (finished or better)
+    better = improved = False  # no val split or no metric: no best/
+    if run.val is not None and metric is not None:
+        better = is_better(record, state.best, metric)
+        improved = finished or better
     if improved and not better and state.best is not None:
         run.say(
             f"best/ is the finished model of step {step}: the checkpoint of step {state.best['step']} "

@@ -56,10 +56,10 @@ def two_relation_set() -> tuple[EvalSet, np.ndarray, np.ndarray]:
 def test_standardised_keeps_each_rows_order() -> None:
     rng = np.random.default_rng(1)
     scores = rng.normal(size=(4, 30)) * 5 + 3
-    z = rt.standardised(scores)
+    z = rt.standardised_rows(scores)
     assert np.allclose(z.mean(axis=1), 0, atol=1e-9) and np.allclose(z.std(axis=1), 1, atol=1e-9)
     assert (np.argsort(-z, axis=1) == np.argsort(-scores, axis=1)).all()
-    assert np.isfinite(rt.standardised(np.ones((2, 5)))).all()  # a constant row stays finite
+    assert np.isfinite(rt.standardised_rows(np.ones((2, 5)))).all()  # a constant row stays finite
 
 
 def test_topic_scores_mark_the_queries_topic() -> None:
@@ -75,7 +75,7 @@ def test_topic_scores_mark_the_queries_topic() -> None:
 
 def test_each_weight_trades_one_relation_for_the_other() -> None:
     es, text, image = two_relation_set()
-    curve = rt.mixed_curve(rt.standardised(text), rt.standardised(image), es, "perfect")
+    curve = rt.mixed_curve(rt.standardised_rows(text), rt.standardised_rows(image), es, "perfect")
     text_mask, image_mask = es.slices["relation=text"], es.slices["relation=image"]
     # The text signal alone ties the query's 10 topic notes first: every text target is in
     # the top 10. The image signal alone does the same for the motif.
@@ -91,7 +91,7 @@ def test_each_weight_trades_one_relation_for_the_other() -> None:
 
 def test_summarise_picks_the_best_weight_and_keeps_its_intervals() -> None:
     es, text, image = two_relation_set()
-    curve = rt.mixed_curve(rt.standardised(text), rt.standardised(image), es, "perfect")
+    curve = rt.mixed_curve(rt.standardised_rows(text), rt.standardised_rows(image), es, "perfect")
     s = rt.summarise(curve, es, Bootstrap(resamples=200, seed=0), "w")
     # Every weight scores 0.5 overall (one relation's pairs found, or half of both): the
     # smallest weight wins the tie.
@@ -107,10 +107,10 @@ def test_markdown_marks_text_pairs_above_chance_and_the_plot_is_a_png(tmp_path: 
     boot = Bootstrap(resamples=100, seed=0)
     signals = {
         "perfect": rt.summarise(
-            rt.mixed_curve(rt.standardised(text), rt.standardised(image), es, "p"), es, boot, "w"
+            rt.mixed_curve(rt.standardised_rows(text), rt.standardised_rows(image), es, "p"), es, boot, "w"
         ),
         "none": rt.summarise(
-            rt.mixed_curve(np.zeros_like(text), rt.standardised(image), es, "n"), es, boot, "w"
+            rt.mixed_curve(np.zeros_like(text), rt.standardised_rows(image), es, "n"), es, boot, "w"
         ),
     }
     record = {

@@ -139,17 +139,22 @@ def test_the_loop_does_not_calibrate_unasked_or_without_late_fusion(make_config,
         assert "fusion_calibration" not in splits
 
 
-def test_the_finished_model_is_best_even_when_an_earlier_step_read_higher(
-    make_config, tmp_path, monkeypatch
-) -> None:
-    """An earlier checkpoint never had the finishing steps: a val score it wins (here every
-    later comparison is lost, as on a tie) must not keep it as best/."""
+def only_the_first_validation_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every later validation loses to the first, as on a tie."""
     import train.loop as loop
 
     real = loop.is_better
     monkeypatch.setattr(
         loop, "is_better", lambda record, best, metric: best is None and real(record, best, metric)
     )
+
+
+def test_the_finished_model_is_best_even_when_an_earlier_step_read_higher(
+    make_config, tmp_path, monkeypatch
+) -> None:
+    """An earlier checkpoint never had the finishing steps: a val score it wins (here every
+    later comparison is lost, as on a tie) must not keep it as best/."""
+    only_the_first_validation_wins(monkeypatch)
     cfg = make_config(
         variant="notellm2", out=str(tmp_path / "run"), max_steps=3, val_every=1, fusion_calibrate=True
     )
@@ -170,12 +175,7 @@ def test_the_finished_model_is_best_even_when_an_earlier_step_read_higher(
 
 
 def test_without_finishing_steps_an_earlier_best_stays(make_config, tmp_path, monkeypatch) -> None:
-    import train.loop as loop
-
-    real = loop.is_better
-    monkeypatch.setattr(
-        loop, "is_better", lambda record, best, metric: best is None and real(record, best, metric)
-    )
+    only_the_first_validation_wins(monkeypatch)
     cfg = make_config(variant="notellm2", out=str(tmp_path / "run"), max_steps=3, val_every=1)
     train(cfg, console=Console(file=io.StringIO()))
     assert load_extra(tmp_path / "run" / "best")["step"] == 1
