@@ -32,8 +32,9 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.edge import EdgeStore
+from indexer.edge import EdgeStore, pack_payload
 from indexer.store import CollectionMeta, HnswParams, point_id
 from retriever.related import related
 
@@ -232,6 +233,8 @@ def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[
       same payloads: plain Edge calls, as Qdrant Edge's examples write them;
     - `raw_payload_model_id`: the same with `model_id` in every payload (what the index
       wrote before it was dropped: 4 strings per point);
+    - `raw_payload_packed`: the same payload packed into one string
+      (`indexer.edge.pack_payload`), what `EdgeStore.upsert` hands the binding;
     - `raw_no_payload`: `tolist()` rows, no payload: what plain Edge calls sustain;
     - `raw_no_payload_mv`: memoryview rows, no payload: the cheapest vector conversion.
 
@@ -244,7 +247,8 @@ def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[
     index --vectors went from 0.21-0.22 to 0.34-0.35 of raw Edge without payload, and from
     0.56-0.59 to 0.84 of raw Edge with the payload it writes (20.4-20.8k -> 34.5-35.0k
     pts/s, 32 -> 19 us CPU per point); the binding's ~2.5 us per payload string is most
-    of what is left.
+    of what is left. Then the Edge payload was packed into one string: 0.31-0.32 -> 0.42-0.44
+    of raw Edge without payload (benchmarks/results/index-load-100k-packed.md).
     """
     import polars as pl
     import qdrant_edge as qe
@@ -279,6 +283,7 @@ def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[
     ids = [point_id(t) for t in note_ids]
     payloads = [note_payload(t, note["title"], h) for t, note, h in zip(note_ids, notes, hashes, strict=True)]
     old_payloads = [{**p, "model_id": "bench"} for p in payloads]
+    packed_payloads = [pack_payload(p) for p in payloads]
     meta = CollectionMeta(model_id="bench", dim=d)
     best: dict[str, tuple[float, float]] = {}  # name -> (wall s, CPU s) of the fastest run
 
@@ -307,7 +312,7 @@ def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[
         for s in range(0, n, batch):
             store.upsert(ids[s : s + batch], x[s : s + batch], payloads[s : s + batch])
 
-    def raw(pays: list[dict[str, str]] | None, memoryviews: bool = False) -> Callable[[EdgeStore], None]:
+    def raw(pays: Sequence[dict[str, Any]] | None, memoryviews: bool = False) -> Callable[[EdgeStore], None]:
         def load(store: EdgeStore) -> None:
             for s in range(0, n, batch):
                 rows = [memoryview(r) for r in x[s : s + batch]] if memoryviews else x[s : s + batch].tolist()
@@ -323,6 +328,7 @@ def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[
         "store_upsert": (store_upsert, None),
         "raw_payload": (raw(payloads), None),
         "raw_payload_model_id": (raw(old_payloads), None),
+        "raw_payload_packed": (raw(packed_payloads), None),
         "raw_no_payload": (raw(None), None),
         "raw_no_payload_mv": (raw(None, memoryviews=True), None),
     }

@@ -6,7 +6,8 @@
   gRPC preferred), or against qdrant-client's local mode (`path=`) in tests.
 
 Both behave the same: a note's point id is a UUID5 of its `note_id` (re-indexing
-overwrites, never duplicates); the payload keeps `note_id`, `title` and `content_hash`;
+overwrites, never duplicates); the payload keeps `note_id`, `title` and `content_hash`
+(Edge stores the three packed in one string and unpacks them on every read: `indexer.edge`);
 distance is cosine; the collection records which model (checkpoint) and dimension it
 holds (`CollectionMeta`), so vectors of two models never mix. (Collections written by
 earlier versions also carry `model_id` in every payload; it is read past, never needed.)
