@@ -133,6 +133,15 @@ def _fields(payload: dict[str, Any] | None, fields: Sequence[str]) -> dict[str, 
     return {f: values[f] if f in values else payload[f] for f in fields if f in values or f in payload}
 
 
+def _hit_fields(payload: dict[str, Any] | None) -> dict[str, Any]:
+    """`_fields(payload, HIT_FIELDS)`, for the ten or so hits of every query."""
+    packed = payload.get(PACKED_FIELD) if payload else None
+    if packed is None:
+        return payload or {}
+    note_id, _, title = _unpack(packed)
+    return {"note_id": note_id, "title": title}
+
+
 def _sid(point: Any) -> str:
     # Edge returns uuid.UUID for UUID ids; callers always see strings.
     return str(point)
@@ -331,7 +340,7 @@ class EdgeStore(VectorStore):
             return []
         results = self.shard.query_batch(qe.QueryBatchRequest(requests))
         return [
-            [Hit(_sid(p.id), float(p.score), _fields(p.payload, HIT_FIELDS)) for p in res] for res in results
+            [Hit(_sid(p.id), float(p.score), _hit_fields(p.payload)) for p in res] for res in results
         ]
 
     def count(self) -> int:
