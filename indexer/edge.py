@@ -339,9 +339,7 @@ class EdgeStore(VectorStore):
         if not requests:
             return []
         results = self.shard.query_batch(qe.QueryBatchRequest(requests))
-        return [
-            [Hit(_sid(p.id), float(p.score), _hit_fields(p.payload)) for p in res] for res in results
-        ]
+        return [[Hit(_sid(p.id), float(p.score), _hit_fields(p.payload)) for p in res] for res in results]
 
     def count(self) -> int:
         return int(self.shard.count(qe.CountRequest(exact=True)))
