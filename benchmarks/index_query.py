@@ -219,6 +219,40 @@ def run_size(
     return row
 
 
+def notes_and_vectors(root: Path, x: np.ndarray) -> tuple[list[str], list[dict[str, Any]], list[str]]:
+    """A notes table of len(x) notes under `root` (`notes.parquet`) and `i2i embed` vector
+    parts of `x` for it (`vectors/`), as `i2i index --vectors` reads them; returns the
+    note ids, the notes and their content hashes."""
+    import polars as pl
+
+    from core.contracts import notes_to_dicts, read_notes
+    from indexer.content import content_hash
+    from indexer.vectors import part_name, write_part
+
+    n = len(x)
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "vectors").mkdir(parents=True)
+    note_ids = [f"n{i:07d}" for i in range(n)]
+    pl.DataFrame(
+        {
+            "note_id": note_ids,
+            "title": [f"title of note {i}" for i in range(n)],
+            "content": [f"the content of note {i}" for i in range(n)],
+        }
+    ).write_parquet(root / "notes.parquet")
+    notes = notes_to_dicts(read_notes(root / "notes.parquet"))
+    hashes = [content_hash(note, root) for note in notes]
+    for part, s in enumerate(range(0, n, 100_000)):
+        write_part(
+            root / "vectors" / part_name(0, 1, part),
+            note_ids[s : s + 100_000],
+            hashes[s : s + 100_000],
+            "bench",
+            x[s : s + 100_000],
+        )
+    return note_ids, notes, hashes
+
+
 def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[str, float]:
     """Bulk-load rates at n x d, each into a fresh Edge shard, in the same process.
 
@@ -250,36 +284,14 @@ def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[
     of what is left. Then the Edge payload was packed into one string: 0.31-0.32 -> 0.42-0.44
     of raw Edge without payload (benchmarks/results/index-load-100k-packed.md).
     """
-    import polars as pl
     import qdrant_edge as qe
 
-    from core.contracts import notes_to_dicts, read_notes
-    from indexer.content import content_hash
     from indexer.job import index_notes, note_payload
-    from indexer.vectors import VectorFiles, part_name, write_part
+    from indexer.vectors import VectorFiles
 
     root = out / f"load_{n}_{d}"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "vectors").mkdir(parents=True)
-    note_ids = [f"n{i:07d}" for i in range(n)]
-    pl.DataFrame(
-        {
-            "note_id": note_ids,
-            "title": [f"title of note {i}" for i in range(n)],
-            "content": [f"the content of note {i}" for i in range(n)],
-        }
-    ).write_parquet(root / "notes.parquet")
     x = clustered(n, d, centres=max(100, n // 500))
-    notes = notes_to_dicts(read_notes(root / "notes.parquet"))
-    hashes = [content_hash(note, root) for note in notes]
-    for part, s in enumerate(range(0, n, 100_000)):
-        write_part(
-            root / "vectors" / part_name(0, 1, part),
-            note_ids[s : s + 100_000],
-            hashes[s : s + 100_000],
-            "bench",
-            x[s : s + 100_000],
-        )
+    note_ids, notes, hashes = notes_and_vectors(root, x)
     ids = [point_id(t) for t in note_ids]
     payloads = [note_payload(t, note["title"], h) for t, note, h in zip(note_ids, notes, hashes, strict=True)]
     old_payloads = [{**p, "model_id": "bench"} for p in payloads]
@@ -350,30 +362,65 @@ def load_rates(n: int, d: int, out: Path, batch: int, repeats: int = 3) -> dict[
     return rates
 
 
-def build_times(n: int, d: int, out: Path, batch: int, repeats: int = 2) -> dict[str, list[dict[str, float]]]:
+def build_times(
+    n: int, d: int, out: Path, batch: int, repeats: int = 2, end_to_end: bool = False
+) -> dict[str, list[dict[str, float]]]:
     """HNSW build at n x d: the index's store against raw Edge, each loaded then optimized.
 
     - `index_store`: `EdgeStore.upsert` with the payload `i2i index` writes (`note_id`,
       `title`, `content_hash`), then `optimize()`;
-    - `raw_edge`: `EdgeShard.update` with `tolist()` rows and no payload, then `optimize()`.
+    - `raw_edge`: `EdgeShard.update` with `tolist()` rows and no payload, then `optimize()`;
+    - `index_vectors` (with `end_to_end`): `i2i index --vectors` whole, as the command runs
+      it (`index_notes` over a notes table and vector parts, HNSW build included); "upsert"
+      is everything before the build starts (reading, hashing, looking up, upserting).
 
-    Alternating, `repeats` runs each; upsert and build are timed apart (wall and CPU)."""
+    Rotating, `repeats` runs each; upsert and build are timed apart (wall and CPU)."""
     import qdrant_edge as qe
 
-    from indexer.job import note_payload
+    from indexer.job import index_notes, note_payload
+    from indexer.vectors import VectorFiles
 
     x = clustered(n, d, centres=max(100, n // 500))
     note_ids = [f"n{i:07d}" for i in range(n)]
     ids = [point_id(t) for t in note_ids]
     runs: dict[str, list[dict[str, float]]] = {"raw_edge": [], "index_store": []}
+    if end_to_end:
+        notes_and_vectors(out / f"build_input_{n}_{d}", x)
+        runs["index_vectors"] = []
     for rep in range(repeats):
-        for name in list(runs)[rep % 2 :] + list(runs)[: rep % 2]:
+        names = list(runs)
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             path = out / f"build_{name}"
             shutil.rmtree(path, ignore_errors=True)
             store = EdgeStore(path)
             store.create(CollectionMeta(model_id="bench", dim=d))
             gc.collect()
             t = time.perf_counter()
+            if name == "index_vectors":
+                marks: dict[str, float] = {}
+
+                def on_stage(stage: str, marks: dict[str, float] = marks) -> None:
+                    marks[stage] = time.perf_counter()
+                    marks[stage + "_cpu"] = time.process_time()
+
+                source = out / f"build_input_{n}_{d}"
+                index_notes(
+                    source / "notes.parquet", VectorFiles(source / "vectors"), store, on_stage=on_stage
+                )
+                upsert_s = marks["optimize"] - t
+                build_s = time.perf_counter() - marks["optimize"]
+                build_cpu_s = time.process_time() - marks["optimize_cpu"]
+                assert store.indexed_vectors() == n
+                store.close()
+                shutil.rmtree(path, ignore_errors=True)
+                runs[name].append(
+                    {"upsert_pts_per_s": n / upsert_s, "build_s": build_s, "build_cpu_s": build_cpu_s}
+                )
+                console.print(
+                    f"{name:>13}: load {n / upsert_s:,.0f} pts/s, HNSW build {build_s:.1f} s "
+                    f"({build_cpu_s:.1f} s CPU), total {upsert_s + build_s:.1f} s"
+                )
+                continue
             for s in range(0, n, batch):
                 if name == "index_store":
                     pays = [
@@ -397,8 +444,8 @@ def build_times(n: int, d: int, out: Path, batch: int, repeats: int = 2) -> dict
                 {"upsert_pts_per_s": n / upsert_s, "build_s": build_s, "build_cpu_s": build_cpu_s}
             )
             console.print(
-                f"{name:>11}: upsert {n / upsert_s:,.0f} pts/s, HNSW build {build_s:.1f} s "
-                f"({build_cpu_s:.1f} s CPU)"
+                f"{name:>13}: upsert {n / upsert_s:,.0f} pts/s, HNSW build {build_s:.1f} s "
+                f"({build_cpu_s:.1f} s CPU), total {upsert_s + build_s:.1f} s"
             )
     return runs
 
@@ -428,11 +475,16 @@ def main() -> None:
         action="store_true",
         help="only the HNSW build: the index's store (with payload) vs raw Edge (none), --repeats 2",
     )
+    ap.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="--build-only: also `i2i index --vectors` whole (read, hash, upsert, build)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.build_only:
         builds = {
-            f"{n}x{d}": build_times(n, d, args.out, args.batch, min(args.repeats, 2))
+            f"{n}x{d}": build_times(n, d, args.out, args.batch, min(args.repeats, 2), args.end_to_end)
             for n, d in map(parse_size, args.sizes.split(","))
         }
         (args.out / "build_times.json").write_text(json.dumps(builds, indent=2))
@@ -444,6 +496,17 @@ def main() -> None:
                 f"{min(raw_s):.1f}-{max(raw_s):.1f} s raw Edge "
                 f"({min(ours) / min(raw_s):.2f}x, best against best)"
             )
+            totals = {
+                name: [n_pts / r["upsert_pts_per_s"] + r["build_s"] for r in rs]
+                for name, rs in runs.items()
+                for n_pts in [parse_size(size.replace("x", ":"))[0]]
+            }
+            if "index_vectors" in totals:
+                ours_t, raw_t = min(totals["index_vectors"]), min(totals["raw_edge"])
+                console.print(
+                    f"{size}: `i2i index --vectors` whole {ours_t:.1f} s against raw Edge load + build "
+                    f"{raw_t:.1f} s ({ours_t / raw_t:.2f}x, {ours_t - raw_t:.1f} s more; best against best)"
+                )
         return
     if args.load_only:
         results = {
