@@ -82,26 +82,32 @@ _PACKED_KEYS = frozenset(("note_id", "title", "content_hash"))
 
 
 def pack_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """`{"i2i": "<len>:<note_id><len>:<content_hash><title>"}` for an i2i payload (the
+    """`{"i2i": "<len>:<content_hash><len>:<note_id><title>"}` for an i2i payload (the
     three fields, all strings); any other payload unchanged. Lengths are in characters,
-    so any text round-trips."""
+    so any text round-trips; the hash comes first because a re-index scrolls for it alone."""
     if payload.keys() != _PACKED_KEYS:
         return payload
     note_id, digest, title = payload["note_id"], payload["content_hash"], payload["title"]
     if type(note_id) is not str or type(digest) is not str or type(title) is not str:
         return payload
-    return {PACKED_FIELD: f"{len(note_id)}:{note_id}{len(digest)}:{digest}{title}"}
+    return {PACKED_FIELD: f"{len(digest)}:{digest}{len(note_id)}:{note_id}{title}"}
+
+
+def _digest_of(packed: str) -> str:
+    """The `content_hash` of a packed string."""
+    colon = packed.index(":")
+    return packed[colon + 1 : colon + 1 + int(packed[:colon])]
 
 
 def _unpack(packed: str) -> tuple[str, str, str]:
     """`(note_id, content_hash, title)` of a packed string."""
     colon = packed.index(":")
     end = colon + 1 + int(packed[:colon])
-    note_id = packed[colon + 1 : end]
+    digest = packed[colon + 1 : end]
     colon = packed.index(":", end)
     start = colon + 1
     end = start + int(packed[end:colon])
-    return note_id, packed[start:end], packed[end:]
+    return packed[start:end], digest, packed[end:]
 
 
 def unpack_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
@@ -128,6 +134,8 @@ def _fields(payload: dict[str, Any] | None, fields: Sequence[str]) -> dict[str, 
     packed = payload.get(PACKED_FIELD)
     if packed is None:
         return payload if len(payload) == len(fields) else {f: payload[f] for f in fields if f in payload}
+    if len(fields) == 1 and fields[0] == "content_hash":  # what a re-index scrolls for
+        return {"content_hash": _digest_of(packed)}
     note_id, digest, title = _unpack(packed)
     values = {"note_id": note_id, "content_hash": digest, "title": title}
     return {f: values[f] if f in values else payload[f] for f in fields if f in values or f in payload}
