@@ -127,18 +127,15 @@ def _with_fields(fields: Sequence[str]) -> list[str]:
 
 
 def _fields(payload: dict[str, Any] | None, fields: Sequence[str]) -> dict[str, Any]:
-    """`fields` of a payload Edge returned for `_with_fields(fields)` (this runs once per
-    point of every scroll, so it builds one dict and no more)."""
-    if not payload:
-        return {}
-    packed = payload.get(PACKED_FIELD)
+    """`fields` of a payload Edge returned for `_with_fields(fields)` (once per point of
+    every scroll; a re-index asks for the hash alone, sliced without unpacking the rest)."""
+    packed = payload.get(PACKED_FIELD) if payload else None
     if packed is None:
-        return payload if len(payload) == len(fields) else {f: payload[f] for f in fields if f in payload}
-    if len(fields) == 1 and fields[0] == "content_hash":  # what a re-index scrolls for
+        return payload or {}  # Edge returned the requested fields only
+    if len(fields) == 1 and fields[0] == "content_hash":
         return {"content_hash": _digest_of(packed)}
-    note_id, digest, title = _unpack(packed)
-    values = {"note_id": note_id, "content_hash": digest, "title": title}
-    return {f: values[f] if f in values else payload[f] for f in fields if f in values or f in payload}
+    unpacked = unpack_payload(payload)
+    return {f: unpacked[f] for f in fields if f in unpacked}
 
 
 def _hit_fields(payload: dict[str, Any] | None) -> dict[str, Any]:
